@@ -1,0 +1,152 @@
+"""LangGraph checkpoints kept in memory for speed and written through to SQLite.
+
+Reads come from memory; each `put`/`put_writes` is also queued on the store's
+batch writer, so concurrent runs share commits. Before a node with side
+effects starts, the engine awaits `writer.flush()`: nothing that completed
+before it can be lost to a crash, yet a chain of pure transforms costs one
+commit per batch instead of one per step. A run's thread is loaded from SQLite
+on first access (resume after a restart) and evicted when the run stops.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentflow.store.writer import BatchWriter
+
+
+class DurableSaver(InMemorySaver):
+    def __init__(self, writer: BatchWriter, reader: sqlite3.Connection) -> None:
+        super().__init__()
+        self.writer = writer
+        self._reader = reader
+        self._loaded: set[str] = set()
+
+    # -- loading and eviction -----------------------------------------------------
+
+    def _ensure_loaded(self, thread_id: str) -> None:
+        if thread_id in self._loaded:
+            return
+        self._loaded.add(thread_id)
+        rows = self._reader.execute(
+            "SELECT checkpoint_ns, checkpoint_id, parent_id, checkpoint_type, checkpoint, metadata_type, metadata "
+            "FROM cp_checkpoints WHERE thread_id = ?",
+            (thread_id,),
+        ).fetchall()
+        for ns, checkpoint_id, parent_id, ctype, checkpoint, mtype, metadata in rows:
+            self.storage[thread_id][ns][checkpoint_id] = ((ctype, checkpoint), (mtype, metadata), parent_id)
+        for ns, channel, version, btype, blob in self._reader.execute(
+            "SELECT checkpoint_ns, channel, version, type, blob FROM cp_blobs WHERE thread_id = ?", (thread_id,)
+        ):
+            self.blobs[(thread_id, ns, channel, version)] = (btype, blob)
+        for ns, checkpoint_id, task_id, idx, channel, wtype, value, task_path in self._reader.execute(
+            "SELECT checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value, task_path "
+            "FROM cp_writes WHERE thread_id = ?",
+            (thread_id,),
+        ):
+            self.writes[(thread_id, ns, checkpoint_id)][(task_id, idx)] = (task_id, channel, (wtype, value), task_path)
+
+    def evict(self, thread_id: str) -> None:
+        """Forget a thread's in-memory copy; SQLite keeps it."""
+        self._loaded.discard(thread_id)
+        self.storage.pop(thread_id, None)
+        for key in [key for key in self.writes if key[0] == thread_id]:
+            del self.writes[key]
+        for key in [key for key in self.blobs if key[0] == thread_id]:
+            del self.blobs[key]
+
+    def mark_new(self, thread_id: str) -> None:
+        """A brand-new thread: nothing to load from SQLite."""
+        self._loaded.add(thread_id)
+
+    # -- reads ------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        self._ensure_loaded(config["configurable"]["thread_id"])
+        return super().get_tuple(config)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.get_tuple(config)
+
+    def list(self, config: RunnableConfig | None, **kwargs: Any):  # type: ignore[no-untyped-def, override]
+        if config is not None:
+            self._ensure_loaded(config["configurable"]["thread_id"])
+        return super().list(config, **kwargs)
+
+    # -- writes -----------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        thread_id = config["configurable"]["thread_id"]
+        ns = config["configurable"]["checkpoint_ns"]
+        saved = super().put(config, checkpoint, metadata, new_versions)
+        stored_checkpoint, stored_metadata, parent_id = self.storage[thread_id][ns][checkpoint["id"]]
+        blobs = [
+            (thread_id, ns, channel, str(version), *self.blobs[(thread_id, ns, channel, version)])
+            for channel, version in new_versions.items()
+        ]
+        row = (thread_id, ns, checkpoint["id"], parent_id, *stored_checkpoint, *stored_metadata)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if blobs:
+                conn.executemany("INSERT OR REPLACE INTO cp_blobs VALUES (?, ?, ?, ?, ?, ?)", blobs)
+            conn.execute("INSERT OR REPLACE INTO cp_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+        self.writer.submit(write)
+        return saved
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        thread_id = config["configurable"]["thread_id"]
+        ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        super().put_writes(config, writes, task_id, task_path)
+        stored = self.writes.get((thread_id, ns, checkpoint_id), {})
+        rows = []
+        for idx, (channel, _) in enumerate(writes):
+            key = (task_id, WRITES_IDX_MAP.get(channel, idx))
+            if key in stored:
+                _, _, (wtype, value), path = stored[key]
+                rows.append((thread_id, ns, checkpoint_id, task_id, key[1], channel, wtype, value, path))
+        if rows:
+            self.writer.submit(
+                lambda conn: conn.executemany("INSERT OR REPLACE INTO cp_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            )
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        super().delete_thread(thread_id)
+        self.writer.submit(
+            lambda conn: [
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+                for table in ("cp_checkpoints", "cp_blobs", "cp_writes")
+            ]
+        )
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self.delete_thread(thread_id)

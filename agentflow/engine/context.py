@@ -1,0 +1,73 @@
+"""What a node may use: a typed run context, never globals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentflow.engine.budget import Meter
+from agentflow.engine.events import RunEvent
+from agentflow.settings import Settings
+from agentflow.spec.graph import Graph
+from agentflow.spec.models import Workflow
+
+if TYPE_CHECKING:
+    from agentflow.llm.client import LLMClient
+    from agentflow.tools.registry import ToolRegistry
+
+
+@dataclass
+class Services:
+    """Process-wide dependencies shared by every run."""
+
+    settings: Settings
+    tools: ToolRegistry
+    flush: Callable[[], Awaitable[None]]
+    environ: Mapping[str, str]
+    llm_factory: Callable[[Settings], LLMClient] | None = None
+    _llm: LLMClient | None = None
+
+    @property
+    def llm(self) -> LLMClient:
+        # litellm is imported only when a run first needs a model.
+        if self._llm is None:
+            if self.llm_factory is None:
+                from agentflow.llm.client import LLMClient
+
+                self._llm = LLMClient(self.settings)
+            else:
+                self._llm = self.llm_factory(self.settings)
+        return self._llm
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    workflow: Workflow
+    graph: Graph
+    services: Services
+    emit: Callable[[RunEvent], None]
+    meter: Meter
+    secrets: set[str] = field(default_factory=set)
+    _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def map_limit(self, node_id: str, concurrency: int) -> asyncio.Semaphore:
+        if node_id not in self._limits:
+            self._limits[node_id] = asyncio.Semaphore(concurrency)
+        return self._limits[node_id]
+
+    def redact(self, value: Any) -> Any:
+        """Replace every resolved secret in strings nested in `value` by ***."""
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, dict):
+            return {key: self.redact(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.redact(item) for item in value]
+        return value

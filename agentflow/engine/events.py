@@ -1,0 +1,138 @@
+"""The engine's one typed event stream, and the bus observers subscribe to.
+
+The engine emits; it never calls the store, tracing or UI directly. Each
+observer is a callable taking one event; it must be quick (queue work, do not
+block) because it runs inline on the run's event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+RunStatus = Literal[
+    "queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "budget_exceeded", "rejected"
+]
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "budget_exceeded", "rejected"})
+NodeStatus = Literal["succeeded", "failed", "skipped", "waiting"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEvent:
+    type: ClassVar[str] = "event"
+    run_id: str
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **{item.name: getattr(self, item.name) for item in fields(self)}}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(RunEvent):
+    type: ClassVar[str] = "run_started"
+    workflow: str
+    version: str
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(RunEvent):
+    type: ClassVar[str] = "run_finished"
+    status: RunStatus
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStarted(RunEvent):
+    type: ClassVar[str] = "node_started"
+    node_id: str
+    node_type: str
+    attempt: int = 1
+    iteration: int = 0
+    item_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeFinished(RunEvent):
+    type: ClassVar[str] = "node_finished"
+    node_id: str
+    node_type: str
+    status: NodeStatus
+    attempt: int = 1
+    iteration: int = 0
+    item_index: int | None = None
+    started_at: float = 0.0
+    latency_ms: float = 0.0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+    output: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMCalled(RunEvent):
+    type: ClassVar[str] = "llm_call"
+    node_id: str
+    model: str
+    provider: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCalled(RunEvent):
+    type: ClassVar[str] = "tool_call"
+    node_id: str
+    tool: str
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(RunEvent):
+    type: ClassVar[str] = "approval_requested"
+    node_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided(RunEvent):
+    type: ClassVar[str] = "approval_decided"
+    node_id: str
+    approved: bool
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetExceeded(RunEvent):
+    type: ClassVar[str] = "budget_exceeded"
+    limit: str
+    used: float
+    allowed: float
+
+
+Observer = Callable[[RunEvent], None]
+
+
+class EventBus:
+    """Fan-out of run events to observers, in subscription order."""
+
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def emit(self, event: RunEvent) -> None:
+        for observer in tuple(self._observers):
+            observer(event)

@@ -1,0 +1,176 @@
+"""The background executor: a persisted queue, bounded concurrency, recovery, cancel.
+
+Queued runs live in the store, so they survive a restart. A run is executed
+by whichever process claims it (an atomic status change); the owner
+heartbeats, and a run left `running` by a dead owner (same host, pid gone) or
+a silent one (lease expired) is taken over and resumed from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
+from agentflow.engine.inputs import prepare_inputs
+from agentflow.engine.runner import Engine
+from agentflow.store.base import RunRecord
+
+LEASE_SECONDS = 60.0
+HEARTBEAT_SECONDS = 10.0
+POLL_SECONDS = 0.5
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str | None, heartbeat_at: float | None, *, now: float | None = None) -> bool:
+    """True when the process that owned a running run can no longer be working on it."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return heartbeat_at is None or (now or time.time()) - heartbeat_at > LEASE_SECONDS
+
+
+class Executor:
+    def __init__(self, engine: Engine, *, concurrency: int = 8) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.owner = new_owner()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[Any]] = []
+
+    # -- submitting -----------------------------------------------------------------
+
+    def submit(self, name: str, version: str, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
+        """Validate inputs and queue a run durably; raises InputError before anything is recorded."""
+        workflow = self.engine.compiled(name, version).workflow
+        run = RunRecord(
+            id=uuid.uuid4().hex,
+            workflow=name,
+            version=version,
+            trigger=trigger,
+            inputs=prepare_inputs(workflow, inputs),
+            created_at=time.time(),
+        )
+        self.store.create_run(run)
+        self._wake.set()
+        return run
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, run_id: str, *, statuses: tuple[str, ...] = ("queued",)) -> RunStatus | None:
+        """Claim a run and execute it here; None when another process has it."""
+        if not await asyncio.to_thread(self.store.claim_run, run_id, self.owner, statuses=statuses):
+            return None
+        return await self._execute(run_id)
+
+    async def take_over(self, run_id: str) -> RunStatus | None:
+        """Resume a run whose owner died, from its last checkpoint."""
+        run = self.store.get_run(run_id)
+        if run is None or run.status != "running" or not owner_is_gone(run.owner, run.heartbeat_at):
+            return None
+        if not self.store.take_over_run(run_id, self.owner, previous_owner=run.owner):
+            return None
+        return await self._execute(run_id)
+
+    async def _execute(self, run_id: str) -> RunStatus:
+        run = self.store.get_run(run_id)
+        assert run is not None
+        decision = None
+        approval = self.store.decided_approval(run_id)
+        if approval is not None:
+            decision = {"approved": approval.status == "approved", "comment": approval.comment, "message": approval.message}
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[run_id] = task  # type: ignore[assignment]
+        try:
+            async with self._slots:
+                return await self.engine.execute(run, decision=decision)
+        finally:
+            self._tasks.pop(run_id, None)
+
+    def cancel_local(self, run_id: str) -> bool:
+        task = self._tasks.get(run_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    # -- the background loops ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover orphaned runs, then keep draining the queue until `stop()`."""
+        self._loops = [
+            asyncio.create_task(self._drain(), name="agentflow-queue"),
+            asyncio.create_task(self._watch(), name="agentflow-watch"),
+        ]
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        pending = [*self._loops, *self._tasks.values()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._loops = []
+        await self.store.flush()
+
+    async def _drain(self) -> None:
+        background: set[asyncio.Task[Any]] = set()
+        while True:
+            for run in await asyncio.to_thread(self.store.list_runs, statuses=("running",), limit=1000):
+                if run.id not in self._tasks and owner_is_gone(run.owner, run.heartbeat_at):
+                    self._spawn(background, self.take_over(run.id))
+            queued = await asyncio.to_thread(self.store.list_runs, statuses=("queued",), limit=100)
+            for run in sorted(queued, key=lambda record: record.created_at):
+                if run.id not in self._tasks:
+                    self._spawn(background, self.run(run.id))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    def _spawn(self, background: set[asyncio.Task[Any]], work: Any) -> None:
+        task = asyncio.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    async def _watch(self) -> None:
+        """Cancel requests from other processes, and heartbeats for the runs we hold."""
+        last_beat = 0.0
+        while True:
+            if self._tasks:
+                for run_id in await asyncio.to_thread(self.store.cancel_requests, self.owner):
+                    self.cancel_local(run_id)
+                if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    self.store.heartbeat(list(self._tasks), self.owner)
+                    last_beat = time.monotonic()
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def wait_for(self, run_id: str, *, statuses: frozenset[str] = TERMINAL_STATUSES) -> RunRecord:
+        """Poll the store until a run reaches one of `statuses` (used by callers without the task)."""
+        while True:
+            run = await asyncio.to_thread(self.store.get_run, run_id)
+            if run is not None and run.status in statuses:
+                return run
+            await asyncio.sleep(POLL_SECONDS)

@@ -1,0 +1,51 @@
+"""`agent`: a model with tools, looping until it answers or runs out of turns."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentflow.engine.events import ToolCalled
+from agentflow.engine.nodes.base import Outcome, llm_hooks, models_for, sampling
+from agentflow.engine.nodes.llm import as_text
+from agentflow.spec.expressions import render
+from agentflow.spec.models import AgentNode, object_schema
+
+if TYPE_CHECKING:
+    from agentflow.engine.context import RunContext
+
+
+async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
+    from agentflow.llm.agent import run_agent
+
+    tools = [ctx.services.tools.get(name) for name in node.tools]
+
+    async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        error = None
+        try:
+            return ctx.redact(await ctx.services.tools.get(name).call(arguments))
+        except Exception as exc:
+            error = str(exc)
+            raise
+        finally:
+            latency = (time.perf_counter() - started) * 1000
+            ctx.emit(ToolCalled(run_id=ctx.run_id, node_id=node_id, tool=name, latency_ms=latency, error=error))
+
+    instructions = as_text(render(node.instructions, scope))
+    task = as_text(render(node.input, scope)) if node.input else "Carry out the instructions."
+    result = await run_agent(
+        ctx.services.llm,
+        models=models_for(node, ctx),
+        instructions=instructions,
+        task=task,
+        tools=tools,
+        call_tool=call_tool,
+        max_turns=node.max_turns,
+        output_schema=object_schema(node.output) if node.output else None,
+        timeout=None,
+        **sampling(node, ctx),
+        **llm_hooks(ctx, node_id),
+    )
+    value = result.data if node.output else result.text
+    return Outcome(value, result.input_tokens + result.output_tokens, result.cost_usd, result.model)

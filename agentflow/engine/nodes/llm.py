@@ -1,0 +1,32 @@
+"""`llm`: one prompt, one reply (text, or a validated object when `output` is set)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agentflow.engine.nodes.base import Outcome, llm_hooks, models_for, sampling
+from agentflow.spec.expressions import render
+from agentflow.spec.models import LLMNode, object_schema
+
+if TYPE_CHECKING:
+    from agentflow.engine.context import RunContext
+
+
+def as_text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+async def execute(node: LLMNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
+    messages = []
+    if node.system:
+        messages.append({"role": "system", "content": as_text(render(node.system, scope))})
+    messages.append({"role": "user", "content": as_text(render(node.prompt, scope))})
+    result = await ctx.services.llm.complete(
+        models=models_for(node, ctx),
+        messages=messages,
+        output_schema=object_schema(node.output) if node.output else None,
+        **sampling(node, ctx),
+        **llm_hooks(ctx, node_id),
+    )
+    value = result.data if node.output else result.text
+    return Outcome(value, result.input_tokens + result.output_tokens, result.cost_usd, result.model)

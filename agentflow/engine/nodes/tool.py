@@ -1,0 +1,30 @@
+"""`tool`: call one registered tool with rendered arguments; secrets resolve here, at run time."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentflow.engine.events import ToolCalled
+from agentflow.engine.nodes.base import Outcome
+from agentflow.spec.expressions import render, resolve_env
+from agentflow.spec.models import ToolNode
+
+if TYPE_CHECKING:
+    from agentflow.engine.context import RunContext
+
+
+async def execute(node: ToolNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
+    tool = ctx.services.tools.get(node.tool)
+    arguments, secrets = resolve_env(render(node.args, scope), ctx.services.environ)
+    ctx.secrets.update(secrets)
+    started = time.perf_counter()
+    error = None
+    try:
+        return Outcome(ctx.redact(await tool.call(arguments)))
+    except Exception as exc:
+        error = ctx.redact(str(exc))
+        raise
+    finally:
+        latency = (time.perf_counter() - started) * 1000
+        ctx.emit(ToolCalled(run_id=ctx.run_id, node_id=node_id, tool=node.tool, latency_ms=latency, error=error))

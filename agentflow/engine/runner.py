@@ -1,0 +1,155 @@
+"""Run one segment of a run: from its start (or last checkpoint) to the end or a pause."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.types import Command
+
+from agentflow.engine.budget import BudgetExceededError, Meter
+from agentflow.engine.checkpoint import DurableSaver
+from agentflow.engine.compiler import ApprovalRejectedError, NodeFailedError, compile_workflow, initial_state
+from agentflow.engine.context import RunContext, Services
+from agentflow.engine.events import (
+    ApprovalRequested,
+    BudgetExceeded,
+    EventBus,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+)
+from agentflow.engine.nodes import NodeConfigError
+from agentflow.engine.state import scope_of
+from agentflow.spec.expressions import render
+from agentflow.spec.graph import Graph, analyze
+from agentflow.spec.models import Workflow
+
+from agentflow.store.base import RunRecord
+from agentflow.store.sqlite import SQLiteStore
+
+
+@dataclass(slots=True)
+class Compiled:
+    workflow: Workflow
+    graph: Graph
+    app: Any
+
+
+class Engine:
+    """Compiles workflow versions (cached) and runs them durably."""
+
+    def __init__(self, store: SQLiteStore, services: Services, bus: EventBus) -> None:
+        self.store = store
+        self.services = services
+        self.bus = bus
+        reader = store._read()
+        self.saver = DurableSaver(store.writer, reader)
+        self._compiled: dict[tuple[str, str], Compiled] = {}
+
+    def compiled(self, name: str, version: str) -> Compiled:
+        key = (name, version)
+        if key not in self._compiled:
+            stored = self.store.get_workflow(name, version)
+            if stored is None:
+                raise LookupError(f"workflow {name} version {version} is not in the store")
+            from agentflow.spec.validate import load_workflow
+
+            workflow = load_workflow(stored.source, stored.path or f"{name}@{version}")
+            graph = analyze(workflow)
+            self._compiled[key] = Compiled(workflow, graph, compile_workflow(workflow, graph, self.saver))
+        return self._compiled[key]
+
+    async def execute(self, run: RunRecord, *, decision: dict[str, Any] | None = None) -> RunStatus:
+        """Run until the run ends or pauses; every outcome is recorded through events."""
+        compiled = self.compiled(run.workflow, run.version)
+        config = {"configurable": {"thread_id": run.id}, "recursion_limit": _recursion_limit(compiled.workflow)}
+        snapshot = await compiled.app.aget_state(config)
+        fresh = not snapshot.values
+        if fresh:
+            self.saver.mark_new(run.id)
+        meter = Meter(compiled.workflow.spec.budget, None if fresh else snapshot.values.get("usage"))
+        ctx = RunContext(
+            run_id=run.id,
+            workflow=compiled.workflow,
+            graph=compiled.graph,
+            services=self.services,
+            emit=self.bus.emit,
+            meter=meter,
+        )
+        if fresh:
+            graph_input: Any = initial_state(compiled.graph, run.inputs)
+        elif decision is not None and snapshot.interrupts:
+            graph_input = Command(resume=decision)
+        else:
+            graph_input = None
+        self.bus.emit(RunStarted(run_id=run.id, workflow=run.workflow, version=run.version, resumed=not fresh))
+        started = time.monotonic()
+        remaining = None if meter.wall is None else max(meter.wall - run.active_s, 0.0)
+        status: RunStatus = "succeeded"
+        error: str | None = None
+        outputs: dict[str, Any] | None = None
+        try:
+            if remaining is not None and remaining <= 0:
+                raise BudgetExceededError("wall", run.active_s, meter.wall or 0)
+            try:
+                async with asyncio.timeout(remaining):
+                    await compiled.app.ainvoke(graph_input, config, context=ctx, durability="sync")
+            except TimeoutError:
+                raise BudgetExceededError("wall", round(run.active_s + time.monotonic() - started, 3), meter.wall or 0) from None
+            snapshot = await compiled.app.aget_state(config)
+            if snapshot.interrupts:
+                payload = snapshot.interrupts[0].value
+                self.bus.emit(ApprovalRequested(run_id=run.id, node_id=payload["node_id"], message=payload["message"]))
+                status = "waiting_approval"
+            else:
+                outputs = ctx.redact(_outputs(compiled, snapshot.values))
+        except BudgetExceededError as exc:
+            status, error = "budget_exceeded", str(exc)
+            self.bus.emit(BudgetExceeded(run_id=run.id, limit=exc.limit, used=exc.used, allowed=exc.allowed))
+        except ApprovalRejectedError as exc:
+            status, error = "rejected", str(exc)
+        except (NodeFailedError, NodeConfigError) as exc:
+            status, error = "failed", str(exc)
+        except asyncio.CancelledError:
+            status, error = "cancelled", "cancelled by request"
+        except Exception as exc:  # a bug or an unexpected library error: record it, never lose the run
+            status, error = "failed", ctx.redact(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.store.update_run(run.id, active_s=run.active_s + time.monotonic() - started)
+        if status != "waiting_approval":
+            self.bus.emit(
+                RunFinished(
+                    run_id=run.id,
+                    status=status,
+                    outputs=outputs,
+                    error=error,
+                    tokens=meter.usage.tokens,
+                    cost_usd=meter.usage.usd,
+                )
+            )
+        self.saver.evict(run.id)
+        await self.store.flush()
+        return status
+
+
+def _recursion_limit(workflow: Workflow) -> int:
+    # Each node costs at most two supersteps (itself and a scheduler pass); loops multiply that.
+    loops = sum(node.loop.max for node in workflow.spec.nodes.values() if node.loop) or 1
+    estimate = 4 * len(workflow.spec.nodes) * loops + 10
+    steps = workflow.spec.budget.steps
+    return max(estimate, 2 * steps + 10) if steps else max(estimate, 1000)
+
+
+def _outputs(compiled: Compiled, values: dict[str, Any]) -> dict[str, Any]:
+    scope = scope_of(values)  # type: ignore[arg-type]
+    declared = compiled.workflow.spec.outputs
+    if declared:
+        return {name: render(template, scope) for name, template in declared.items()}
+    # Without declared outputs, a run yields the results of its last nodes.
+    graph = compiled.graph
+    sinks = [node_id for node_id in graph.order if not graph.succs[node_id]]
+    status = values.get("status", {})
+    return {node_id: scope.get(node_id) for node_id in sinks if status.get(node_id) == "done"}

@@ -1,0 +1,90 @@
+"""AGENTFLOW_* settings, read once from the environment into a typed object.
+
+Nothing here imports litellm: `agentflow validate` and `--help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_token: float
+    output_per_token: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path = Path("data")
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    llm_timeout: float = 120.0
+    llm_retries: int = 2
+    max_concurrent_runs: int = 8
+    sqlite_synchronous: str = "NORMAL"
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "agentflow.db"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            home=Path(env.get("AGENTFLOW_HOME", "data")),
+            model=env.get("AGENTFLOW_MODEL") or None,
+            api_base=env.get("AGENTFLOW_API_BASE") or None,
+            api_key=env.get("AGENTFLOW_API_KEY") or None,
+            llm_timeout=_number(env, "AGENTFLOW_LLM_TIMEOUT", 120.0),
+            llm_retries=int(_number(env, "AGENTFLOW_LLM_RETRIES", 2)),
+            max_concurrent_runs=int(_number(env, "AGENTFLOW_MAX_CONCURRENT_RUNS", 8)),
+            sqlite_synchronous=_choice(env, "AGENTFLOW_SQLITE_SYNCHRONOUS", "NORMAL", ("NORMAL", "FULL")),
+            prices=_prices(env.get("AGENTFLOW_PRICES", "")),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; unset it or give e.g. {name}={default:g}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, default).upper()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def _prices(raw: str) -> dict[str, Price]:
+    """`{"ollama/llama3.2": {"input": 0.1, "output": 0.4}}`, in USD per million tokens."""
+    if not raw.strip():
+        return {}
+    try:
+        table = json.loads(raw)
+        return {
+            model: Price(float(price["input"]) / 1e6, float(price["output"]) / 1e6) for model, price in table.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SettingsError(
+            'AGENTFLOW_PRICES must be JSON like {"ollama/llama3.2": {"input": 0.1, "output": 0.4}} '
+            "(USD per million tokens)"
+        ) from None

@@ -1,0 +1,270 @@
+"""The workflow language (`apiVersion: agentflow/v1`) as pydantic models.
+
+Every model forbids unknown keys: a typo is an error with a suggestion, never a
+silently ignored setting. Expressions and templates are kept as strings here;
+`agentflow.spec.validate` checks that they parse.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+RESERVED_IDS = frozenset({"inputs", "item", "index", "env", "loop"})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from `90`, `90s`, `1.5m`, `500ms` or `2h`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; write e.g. 30s, 500ms, 10m or 1h")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[str | float, Field(description="Seconds, or a string such as 30s, 500ms, 10m, 1h")]
+ModelRef = Annotated[
+    str | list[str],
+    Field(description="A LiteLLM model name (e.g. openai/gpt-4o-mini), or a list tried in order as a fallback chain"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_duration(value: str | float | None) -> str | float | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class Retry(Strict):
+    attempts: int = Field(3, ge=1, le=20, description="Total attempts, the first included")
+    backoff: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier applied to the delay after each failure")
+    delay: Duration = Field("1s", description="Wait before the second attempt")
+
+    _delay = field_validator("delay")(_check_duration)
+
+
+class Loop(Strict):
+    back_to: str = Field(description="Id of the node the loop jumps back to; it and everything between it and this node run again")
+    until: str = Field(description="JMESPath over the run state; the loop stops when it is truthy")
+    max: int = Field(ge=1, le=1000, description="Most times this node runs; the loop stops here even if `until` is still false")
+
+
+class FieldSchema(Strict):
+    """A JSON-Schema subset for structured outputs and inputs."""
+
+    type: Literal["string", "number", "integer", "boolean", "array", "object"] = "string"
+    description: str | None = None
+    enum: list[Any] | None = None
+    items: FieldSchema | None = None
+    properties: dict[str, FieldSchema] | None = None
+
+    def to_json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.type}
+        if self.description:
+            schema["description"] = self.description
+        if self.enum is not None:
+            schema["enum"] = self.enum
+        if self.items is not None:
+            schema["items"] = self.items.to_json_schema()
+        if self.properties is not None:
+            schema.update(object_schema(self.properties))
+        return schema
+
+
+def object_schema(properties: dict[str, FieldSchema]) -> dict[str, Any]:
+    """JSON Schema of an object whose listed properties are all required."""
+    return {
+        "type": "object",
+        "properties": {name: field.to_json_schema() for name, field in properties.items()},
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+class InputSpec(Strict):
+    type: Literal["string", "number", "integer", "boolean", "array", "object"] = "string"
+    description: str | None = None
+    default: Any = None
+    enum: list[Any] | None = None
+    required: bool | None = Field(None, description="Defaults to true when no default is given")
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class NodeBase(Strict):
+    description: str | None = None
+    needs: list[str] = Field(default_factory=list, description="Ids of nodes that must finish first (fan-in waits for all)")
+    retry: Retry | None = None
+    timeout: Duration | None = Field(None, description="Per attempt")
+    loop: Loop | None = None
+
+    _timeout = field_validator("timeout")(_check_duration)
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _one_need(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class LLMNode(NodeBase):
+    type: Literal["llm"]
+    prompt: str
+    system: str | None = None
+    model: ModelRef | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    output: dict[str, FieldSchema] | None = Field(None, description="Structured output: property name -> schema")
+
+
+class AgentNode(NodeBase):
+    type: Literal["agent"]
+    instructions: str
+    input: str | None = Field(None, description="The task given to the agent; defaults to the instructions alone")
+    tools: list[str] = Field(default_factory=list)
+    model: ModelRef | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    max_turns: int = Field(6, ge=1, le=100)
+    output: dict[str, FieldSchema] | None = None
+
+
+class ToolNode(NodeBase):
+    type: Literal["tool"]
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransformNode(NodeBase):
+    type: Literal["transform"]
+    expr: str = Field(description="JMESPath over the run state; its result is this node's output")
+
+
+class Case(Strict):
+    when: str
+    goto: str
+
+
+class SwitchNode(NodeBase):
+    type: Literal["switch"]
+    cases: list[Case] = Field(min_length=1)
+    default: str | None = None
+
+
+class ApprovalNode(NodeBase):
+    type: Literal["approval"]
+    message: str = "Continue?"
+
+
+InnerNode = Annotated[LLMNode | AgentNode | ToolNode | TransformNode, Field(discriminator="type")]
+
+
+class MapNode(NodeBase):
+    type: Literal["map"]
+    over: str = Field(description="JMESPath yielding the list to fan out over")
+    node: InnerNode = Field(description="Run once per item; `item` and `index` are in scope")
+    concurrency: int = Field(4, ge=1, le=256)
+
+
+Node = Annotated[
+    LLMNode | AgentNode | ToolNode | TransformNode | SwitchNode | MapNode | ApprovalNode,
+    Field(discriminator="type"),
+]
+NODE_TYPES = ("llm", "agent", "tool", "transform", "switch", "map", "approval")
+FUTURE_NODE_TYPES = ("code", "remote", "workflow")
+
+
+class Defaults(Strict):
+    model: ModelRef | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    retry: Retry | None = None
+    timeout: Duration | None = None
+
+    _timeout = field_validator("timeout")(_check_duration)
+
+
+class Budget(Strict):
+    steps: int | None = Field(None, ge=1, description="Node executions, retries and loop iterations included")
+    tokens: int | None = Field(None, ge=1)
+    usd: float | None = Field(None, gt=0)
+    wall: Duration | None = Field(None, description="Running time, not counting waits for approval")
+
+    _wall = field_validator("wall")(_check_duration)
+
+
+class WebhookTrigger(Strict):
+    secret: str | None = Field(None, description="A ${env:NAME} reference to the signing secret")
+
+
+class ScheduleTrigger(Strict):
+    cron: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"'{value}' is not a 5-field cron expression (minute hour day month weekday)")
+        return value
+
+
+class Trigger(Strict):
+    webhook: WebhookTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Trigger:
+        if (self.webhook is None) == (self.schedule is None):
+            raise ValueError("a trigger is exactly one of `webhook: {}` or `schedule: {cron: ...}`")
+        return self
+
+
+class Metadata(Strict):
+    name: str = Field(pattern=SLUG_PATTERN, description="Slug: lowercase letters, digits and dashes")
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class Spec(Strict):
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    budget: Budget = Field(default_factory=Budget)
+    nodes: dict[str, Node] = Field(min_length=1)
+    outputs: dict[str, Any] = Field(default_factory=dict, description="Output name -> template")
+    triggers: list[Trigger] = Field(default_factory=list)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _shorthand_inputs(cls, value: Any) -> Any:
+        # `ticket: string` is shorthand for `ticket: {type: string}`.
+        if isinstance(value, dict):
+            return {key: {"type": spec} if isinstance(spec, str) else spec for key, spec in value.items()}
+        return value
+
+
+class Workflow(Strict):
+    api_version: Literal["agentflow/v1"] = Field(alias="apiVersion")
+    kind: Literal["Workflow"] = "Workflow"
+    metadata: Metadata
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,148 @@
+"""Numbered, append-only schema migrations. Never edit one that has shipped: add the next."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(function: Migration) -> Migration:
+    MIGRATIONS.append((function.__name__, function))
+    return function
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["workflows"].create({"name": str, "latest_version": str, "created_at": float, "updated_at": float}, pk="name")
+    db["workflow_versions"].create(
+        {"name": str, "version": str, "source": str, "path": str, "created_at": float}, pk=("name", "version")
+    )
+    db["runs"].create(
+        {
+            "id": str,
+            "workflow": str,
+            "version": str,
+            "trigger": str,
+            "status": str,
+            "inputs": str,
+            "outputs": str,
+            "error": str,
+            "tokens": int,
+            "cost_usd": float,
+            "steps": int,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "owner": str,
+            "heartbeat_at": float,
+            "active_s": float,
+            "cancel_requested": int,
+        },
+        pk="id",
+        not_null={"workflow", "version", "status"},
+        defaults={"tokens": 0, "cost_usd": 0.0, "steps": 0, "active_s": 0.0, "cancel_requested": 0},
+    )
+    db["runs"].create_index(["status", "created_at"])
+    db["runs"].create_index(["workflow", "created_at"])
+    db["node_runs"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "node_id": str,
+            "node_type": str,
+            "status": str,
+            "attempt": int,
+            "iteration": int,
+            "item_index": int,
+            "started_at": float,
+            "finished_at": float,
+            "latency_ms": float,
+            "model": str,
+            "tokens": int,
+            "cost_usd": float,
+            "error": str,
+        },
+        pk="id",
+    )
+    db["node_runs"].create_index(["run_id"])
+    db["events"].create({"id": int, "run_id": str, "type": str, "at": float, "payload": str}, pk="id")
+    db["events"].create_index(["run_id", "id"])
+    db["approvals"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "node_id": str,
+            "message": str,
+            "status": str,
+            "comment": str,
+            "requested_at": float,
+            "decided_at": float,
+            "consumed": int,
+        },
+        pk="id",
+        defaults={"consumed": 0},
+    )
+    db["approvals"].create_index(["run_id", "status"])
+    # LangGraph checkpoints, written incrementally (one blob per channel version).
+    db["cp_checkpoints"].create(
+        {
+            "thread_id": str,
+            "checkpoint_ns": str,
+            "checkpoint_id": str,
+            "parent_id": str,
+            "checkpoint_type": str,
+            "checkpoint": bytes,
+            "metadata_type": str,
+            "metadata": bytes,
+        },
+        pk=("thread_id", "checkpoint_ns", "checkpoint_id"),
+    )
+    db["cp_blobs"].create(
+        {"thread_id": str, "checkpoint_ns": str, "channel": str, "version": str, "type": str, "blob": bytes},
+        pk=("thread_id", "checkpoint_ns", "channel", "version"),
+    )
+    db["cp_writes"].create(
+        {
+            "thread_id": str,
+            "checkpoint_ns": str,
+            "checkpoint_id": str,
+            "task_id": str,
+            "idx": int,
+            "channel": str,
+            "type": str,
+            "value": bytes,
+            "task_path": str,
+        },
+        pk=("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+    )
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; returns their names."""
+    db = sqlite_utils.Database(conn)
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    done = []
+    for name, function in MIGRATIONS:
+        if name in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while we waited for the lock.
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            function(db)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done.append(name)
+    return done

@@ -1,0 +1,140 @@
+"""One writer thread per database, committing queued operations in batches.
+
+Every write in the process goes through here, so concurrent runs share
+commits (group commit): a run awaiting durability waits for one commit, not
+for its turn behind every other run's commits. Reads use their own
+connections; WAL lets them proceed while the writer works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+MAX_BATCH = 2000
+
+
+def connect(path: Path, *, synchronous: str = "NORMAL", readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every AgentFlow connection uses."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash (SIGKILL); FULL also survives power loss.
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class BatchWriter:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._submitted = 0
+        self._committed = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name=f"agentflow-writer:{path.name}", daemon=True)
+        self._ready: Future[None] = Future()
+        self._thread.start()
+        self._ready.result()
+
+    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue an operation; its future resolves once its batch is committed."""
+        future: Future[T] = Future()
+        with self._lock:
+            if not self._thread.is_alive():
+                raise RuntimeError("the store is closed")
+            self._submitted += 1
+            self._queue.put((operation, future, self._submitted))
+        return future
+
+    def call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run an operation and wait until it is committed (for sync callers)."""
+        return self.submit(operation).result()
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit(operation))
+
+    @property
+    def pending(self) -> bool:
+        return self._committed < self._submitted
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed."""
+        if self.pending:
+            await asyncio.wrap_future(self.submit(_noop))
+
+    def flush_sync(self) -> None:
+        if self.pending:
+            self.call(_noop)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._thread.is_alive():
+                return
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        try:
+            conn = connect(self._path, synchronous=self._synchronous)
+        except BaseException as exc:  # surface the reason to the constructor
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = []
+            for item in batch:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    work.append(item)
+            if work:
+                self._commit(conn, work)
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, work: list[tuple[Operation, Future[Any], int]]) -> None:
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, future, _ in work:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((future, True, operation(conn)))
+                    conn.execute("RELEASE op")
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((future, False, exc))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(future, False, exc) for _, future, _ in work]
+        self._committed = work[-1][2]
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
