@@ -1,0 +1,305 @@
+"""`agentflow`: the command line other tools script against.
+
+Exit codes: 0 succeeded, 1 run failed, 2 bad usage or invalid workflow/inputs,
+3 waiting for approval, 4 budget exceeded, 5 cancelled or rejected.
+Heavy modules (langgraph, litellm) are imported only by commands that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+if TYPE_CHECKING:
+    from agentflow.runtime import AgentFlow
+
+EXIT_CODES = {
+    "succeeded": 0,
+    "failed": 1,
+    "waiting_approval": 3,
+    "budget_exceeded": 4,
+    "cancelled": 5,
+    "rejected": 5,
+}
+USAGE_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user mistake: printed without a traceback, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentflow",
+        description="Validate and run AgentFlow workflows (YAML, apiVersion agentflow/v1).",
+        epilog="Data lives in $AGENTFLOW_HOME (default ./data). Docs: docs/workflow-spec.md",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check workflow files; errors as file:line:col: message")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+
+    run = commands.add_parser("run", help="run a workflow and show its progress")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+
+    runs = commands.add_parser("runs", help="list runs or show one")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="list|show")
+    runs_list = runs_commands.add_parser("list", help="recent runs")
+    runs_list.add_argument("--status", action="append", default=[])
+    runs_list.add_argument("--workflow")
+    runs_list.add_argument("--limit", type=int, default=20)
+    runs_list.add_argument("--json", action="store_true")
+    runs_show = runs_commands.add_parser("show", help="one run with its nodes")
+    runs_show.add_argument("run_id", metavar="RUN_ID")
+    runs_show.add_argument("--json", action="store_true")
+    runs_show.add_argument("--events", action="store_true", help="include the event log")
+
+    resume = commands.add_parser("resume", help="continue a run from its last checkpoint (after a crash or failure)")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--json", action="store_true")
+
+    approve = commands.add_parser("approve", help="decide a run waiting for approval, then continue it")
+    approve.add_argument("run_id", metavar="RUN_ID")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve.add_argument("--comment", help="a note recorded with the decision")
+    approve.add_argument("--json", action="store_true")
+
+    cancel = commands.add_parser("cancel", help="cancel a queued, waiting or running run")
+    cancel.add_argument("run_id", metavar="RUN_ID")
+
+    commands.add_parser("schema", help="print the workflow JSON Schema")
+
+    worker = commands.add_parser("worker", help="run queued runs in the background until interrupted")
+    worker.add_argument("--concurrency", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(args.files)
+        if args.command == "schema":
+            from agentflow.spec.schema import workflow_json_schema
+
+            print(json.dumps(workflow_json_schema(), indent=2, sort_keys=True))
+            return 0
+        return asyncio.run(_dispatch(args))
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _validate(files: list[str]) -> int:
+    from agentflow.spec.errors import SpecErrors
+    from agentflow.spec.validate import load_workflow_file
+
+    failed = False
+    for path in files:
+        try:
+            workflow = load_workflow_file(path)
+        except SpecErrors as exc:
+            failed = True
+            print(str(exc), file=sys.stderr)
+        except OSError as exc:
+            failed = True
+            print(f"{path}:1:1: cannot read the file: {exc.strerror or exc}", file=sys.stderr)
+        else:
+            print(f"{path}: valid workflow '{workflow.name}' ({len(workflow.spec.nodes)} nodes)")
+    return 1 if failed else 0
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from agentflow.runtime import AgentFlow
+    from agentflow.settings import SettingsError
+
+    try:
+        flow = AgentFlow.open()
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        if args.command == "run":
+            return await _run(flow, args)
+        if args.command == "runs":
+            return _runs(flow, args)
+        if args.command == "resume":
+            return await _resume(flow, args)
+        if args.command == "approve":
+            return await _approve(flow, args)
+        if args.command == "cancel":
+            return _cancel(flow, args)
+        if args.command == "worker":
+            return await _worker(flow, args)
+        raise CLIError(f"unknown command {args.command}")
+    finally:
+        await flow.store.flush()
+        flow.close()
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"input '{pair}' must be KEY=VALUE (e.g. -i ticket='my printer is on fire')")
+        inputs[key.strip()] = value
+    return inputs
+
+
+async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.engine.inputs import InputError
+    from agentflow.spec.errors import SpecErrors
+
+    try:
+        version = flow.save_workflow_file(args.file)
+        run = flow.submit(version, _parse_inputs(args.input))
+    except SpecErrors as exc:
+        print(str(exc), file=sys.stderr)
+        return USAGE_ERROR
+    except InputError as exc:
+        raise CLIError(f"{args.file}: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    return await _execute(flow, run.id, args.json, lambda: flow.executor.run(run.id))
+
+
+async def _execute(flow: AgentFlow, run_id: str, as_json: bool, start: Any) -> int:
+    from agentflow.progress import ProgressPrinter
+
+    printer = ProgressPrinter(sys.stderr if as_json else sys.stdout, enabled=not as_json or sys.stderr.isatty())
+    unsubscribe = flow.bus.subscribe(printer)
+    try:
+        status = await start()
+    finally:
+        unsubscribe()
+    if status is None:
+        raise CLIError(f"run {run_id} is being executed by another process; follow it with: agentflow runs show {run_id}")
+    await flow.store.flush()
+    _report(flow, run_id, as_json)
+    return EXIT_CODES.get(status, 1)
+
+
+def _report(flow: AgentFlow, run_id: str, as_json: bool) -> None:
+    from agentflow.progress import render_run, run_summary
+
+    run = flow.store.get_run(run_id)
+    assert run is not None
+    summary = run_summary(run, flow.store.node_runs(run_id))
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, default=str))
+        return
+    approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
+    print(render_run(summary, approval))
+
+
+def _find(flow: AgentFlow, run_id: str) -> str:
+    if flow.store.get_run(run_id) is not None:
+        return run_id
+    matches = flow.store.find_run(run_id)
+    if len(matches) == 1:
+        return matches[0].id
+    if not matches:
+        raise CLIError(f"no run '{run_id}'; list them with: agentflow runs list")
+    raise CLIError(f"'{run_id}' matches several runs ({', '.join(m.id[:12] for m in matches)}); give more of the id")
+
+
+def _runs(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.progress import render_run, render_run_list, run_summary
+
+    if args.runs_command == "list":
+        runs = flow.store.list_runs(limit=args.limit, statuses=tuple(args.status), workflow=args.workflow)
+        if args.json:
+            print(json.dumps([run_summary(run, None) for run in runs], default=str))
+        else:
+            print(render_run_list(runs))
+        return 0
+    run_id = _find(flow, args.run_id)
+    run = flow.store.get_run(run_id)
+    assert run is not None
+    summary = run_summary(run, flow.store.node_runs(run_id))
+    if args.events:
+        summary["events"] = flow.store.events(run_id)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, default=str))
+    else:
+        approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
+        print(render_run(summary, approval))
+    return 0
+
+
+async def _resume(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.engine.executor import owner_is_gone
+
+    run_id = _find(flow, args.run_id)
+    run = flow.store.get_run(run_id)
+    assert run is not None
+    if run.status == "waiting_approval":
+        raise CLIError(f"run {run_id} waits for approval; decide with: agentflow approve {run_id} [--reject]")
+    if run.status == "succeeded":
+        raise CLIError(f"run {run_id} already succeeded; nothing to resume")
+    if run.status == "running":
+        if not owner_is_gone(run.owner, run.heartbeat_at):
+            raise CLIError(f"run {run_id} is running in another live process ({run.owner}); it cannot be resumed twice")
+        return await _execute(flow, run_id, args.json, lambda: flow.executor.take_over(run_id))
+    statuses = ("queued", "failed", "cancelled")
+    if run.status not in statuses:
+        raise CLIError(f"run {run_id} ended as {run.status}; it cannot be resumed")
+    flow.store.update_run(run_id, error=None, finished_at=None, cancel_requested=0)
+    return await _execute(flow, run_id, args.json, lambda: flow.executor.run(run_id, statuses=statuses))
+
+
+async def _approve(flow: AgentFlow, args: argparse.Namespace) -> int:
+    run_id = _find(flow, args.run_id)
+    approval = flow.store.decide_approval(run_id, approved=not args.reject, comment=args.comment)
+    if approval is None:
+        run = flow.store.get_run(run_id)
+        status = run.status if run else "unknown"
+        raise CLIError(f"run {run_id} has no pending approval (its status is {status})")
+    verb = "approved" if approval.status == "approved" else "rejected"
+    if not args.json:
+        print(f"{verb} '{approval.node_id}' of run {run_id}; continuing…")
+    return await _execute(flow, run_id, args.json, lambda: flow.executor.run(run_id))
+
+
+def _cancel(flow: AgentFlow, args: argparse.Namespace) -> int:
+    run_id = _find(flow, args.run_id)
+    run = flow.store.get_run(run_id)
+    assert run is not None
+    if not flow.store.request_cancel(run_id):
+        raise CLIError(f"run {run_id} is {run.status}; only queued, waiting or running runs can be cancelled")
+    if run.status == "running":
+        print(f"cancel requested; the process running {run_id} stops it within a second")
+    else:
+        print(f"cancelled run {run_id}")
+    return 0
+
+
+async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.engine.executor import Executor
+    from agentflow.progress import ProgressPrinter
+
+    if args.concurrency:
+        flow.executor = Executor(flow.engine, concurrency=args.concurrency)
+    flow.bus.subscribe(ProgressPrinter(sys.stdout, enabled=True))
+    print(f"worker {flow.executor.owner}: running queued runs from {flow.settings.db_path}; Ctrl-C to stop")
+    await flow.executor.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await flow.executor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Assembly of one AgentFlow process: store, event bus, engine and executor."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentflow.engine.context import Services
+from agentflow.engine.events import EventBus
+from agentflow.engine.executor import Executor
+from agentflow.engine.runner import Engine
+from agentflow.settings import Settings
+from agentflow.spec.errors import SpecError, SpecErrors
+from agentflow.spec.loader import MAX_FILE_BYTES
+from agentflow.spec.validate import load_workflow
+from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.store.sqlite import SQLiteStore
+from agentflow.tools.registry import ToolRegistry, builtin_registry
+
+
+@dataclass
+class AgentFlow:
+    settings: Settings
+    store: SQLiteStore
+    bus: EventBus
+    engine: Engine
+    executor: Executor
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        tools: ToolRegistry | None = None,
+        llm_factory: Any = None,
+    ) -> AgentFlow:
+        settings = settings or Settings.from_env()
+        store = SQLiteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+        bus = EventBus()
+        bus.subscribe(store.record)
+        services = Services(
+            settings=settings,
+            tools=tools or builtin_registry(),
+            flush=store.flush,
+            environ=os.environ,
+            llm_factory=llm_factory,
+        )
+        engine = Engine(store, services, bus)
+        return cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
+
+    def save_workflow(self, source: str, *, path: str | None = None) -> WorkflowVersion:
+        """Validate a workflow and store it as a new version (nothing is saved when invalid)."""
+        workflow = load_workflow(source, path or "<workflow>", known_tools=self.engine.services.tools.names())
+        return self.store.save_workflow(workflow.name, source, path=path)
+
+    def save_workflow_file(self, path: str | Path) -> WorkflowVersion:
+        name = str(path)
+        try:
+            if Path(path).stat().st_size > MAX_FILE_BYTES:
+                raise SpecErrors([SpecError(name, 1, 1, f"the file is larger than {MAX_FILE_BYTES} bytes; split it")])
+            source = Path(path).read_bytes()[: MAX_FILE_BYTES + 1].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecErrors([SpecError(name, 1, 1, f"the file is not UTF-8 text ({exc.reason})")]) from None
+        return self.save_workflow(source, path=name)
+
+    def submit(self, version: WorkflowVersion, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
+        return self.executor.submit(version.name, version.version, inputs, trigger=trigger)
+
+    def close(self) -> None:
+        self.store.close()
