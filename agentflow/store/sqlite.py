@@ -62,7 +62,9 @@ class SQLiteStore:
     # -- workflows ------------------------------------------------------------
 
     def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion:
-        version = WorkflowVersion(name=name, version=content_hash(source), source=source, created_at=time.time(), path=path)
+        version = WorkflowVersion(
+            name=name, version=content_hash(source), source=source, created_at=time.time(), path=path
+        )
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -107,7 +109,9 @@ class SQLiteStore:
         row = _run_row(run)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        self.writer.call(lambda conn: conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(row.values())))
+        self.writer.call(
+            lambda conn: conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(row.values()))
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -161,7 +165,9 @@ class SQLiteStore:
         return self.writer.call(take)
 
     def cancel_requests(self, owner: str) -> list[str]:
-        rows = self._rows("SELECT id FROM runs WHERE cancel_requested = 1 AND owner = ? AND status = 'running'", (owner,))
+        rows = self._rows(
+            "SELECT id FROM runs WHERE cancel_requested = 1 AND owner = ? AND status = 'running'", (owner,)
+        )
         return [row["id"] for row in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -171,7 +177,8 @@ class SQLiteStore:
         now = time.time()
         self.writer.submit(
             lambda conn: conn.executemany(
-                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", [(now, run_id, owner) for run_id in run_ids]
+                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?",
+                [(now, run_id, owner) for run_id in run_ids],
             )
         )
 
@@ -185,7 +192,10 @@ class SQLiteStore:
                 (now, run_id),
             )
             if idle.rowcount:
-                conn.execute("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'", (now, run_id))
+                conn.execute(
+                    "UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'",
+                    (now, run_id),
+                )
                 return True
             busy = conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (run_id,))
             return busy.rowcount == 1
@@ -203,7 +213,9 @@ class SQLiteStore:
     # -- approvals --------------------------------------------------------------
 
     def pending_approval(self, run_id: str) -> ApprovalRecord | None:
-        rows = self._rows("SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY id DESC LIMIT 1", (run_id,))
+        rows = self._rows(
+            "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY id DESC LIMIT 1", (run_id,)
+        )
         return _approval(rows[0]) if rows else None
 
     def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None:
@@ -254,7 +266,8 @@ class SQLiteStore:
 
 def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
     conn.execute(
-        "INSERT INTO events (run_id, type, at, payload) VALUES (?, ?, ?, ?)", (event.run_id, event.type, event.at, payload)
+        "INSERT INTO events (run_id, type, at, payload) VALUES (?, ?, ?, ?)",
+        (event.run_id, event.type, event.at, payload),
     )
     if isinstance(event, ev.NodeFinished):
         conn.execute(
@@ -286,13 +299,16 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
         )
     elif isinstance(event, ev.RunStarted):
         conn.execute(
-            "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?", (event.at, event.run_id)
+            "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?",
+            (event.at, event.run_id),
         )
     elif isinstance(event, ev.ApprovalRequested):
         conn.execute(
             "INSERT INTO approvals (run_id, node_id, message, status, requested_at) VALUES (?, ?, ?, 'pending', ?)",
             (event.run_id, event.node_id, event.message, event.at),
         )
+        # Nobody works on a waiting run: release it so any process may continue it after the decision.
+        conn.execute("UPDATE runs SET status = 'waiting_approval', owner = NULL WHERE id = ?", (event.run_id,))
     elif isinstance(event, ev.ApprovalDecided):
         conn.execute(
             "UPDATE approvals SET consumed = 1 WHERE run_id = ? AND node_id = ? AND consumed = 0 AND status != 'pending'",

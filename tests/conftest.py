@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests are offline: every model call goes to a local fake server."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# Real providers are unreachable from the suite: no key, no base URL, no default model leaks in.
+for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AGENTFLOW_MODEL", "AGENTFLOW_API_BASE"):
+    os.environ.pop(_name, None)
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from agentflow.runtime import AgentFlow  # noqa: E402
+from agentflow.settings import Price, Settings  # noqa: E402
+from tests.fakes.fixtures import fake_llm, fake_llm_server, llm_client, llm_settings  # noqa: E402, F401
+from tests.fakes.openai_server import FakeLLM  # noqa: E402
+
+TEST_PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
+    """An AgentFlow process on a fresh data directory, its models served by the fake."""
+    settings = Settings(
+        home=home,
+        model="openai/test-model",
+        api_base=fake_llm.base_url,
+        api_key="test-key",
+        llm_timeout=10.0,
+        llm_retries=0,
+        prices={"openai/test-model": TEST_PRICE},
+    )
+    instance = AgentFlow.open(settings)
+    yield instance
+    instance.close()
