@@ -146,3 +146,38 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             raise
         done.append(name)
     return done
+
+
+@migration
+def m002_chat(db: sqlite_utils.Database) -> None:
+    db["chat_sessions"].create(
+        {
+            "id": str,
+            "channel": str,
+            "title": str,
+            "model": str,
+            "current_version": int,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        defaults={"current_version": 0},
+    )
+    db["chat_messages"].create(
+        {"id": int, "session_id": str, "role": str, "content": str, "meta": str, "created_at": float}, pk="id"
+    )
+    db["chat_messages"].create_index(["session_id", "id"])
+    # Every accepted edit of a session's workflow; `parent` makes undo/redo a walk over a tree.
+    db["config_versions"].create(
+        {
+            "session_id": str,
+            "number": int,
+            "parent": int,
+            "source": str,
+            "diff": str,
+            "author": str,
+            "note": str,
+            "created_at": float,
+        },
+        pk=("session_id", "number"),
+    )

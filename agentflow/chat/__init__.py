@@ -1,0 +1,1 @@
+"""The conversation engine: chat turns in, workflow edits and runs out. Knows no UI."""

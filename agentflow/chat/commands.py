@@ -1,0 +1,289 @@
+"""Slash commands: everything that works with no model at all."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from agentflow.chat.history import unified_diff
+from agentflow.chat.prompts import example_names, example_source, example_summary
+from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
+from agentflow.engine.inputs import InputError
+from agentflow.progress import run_summary
+
+if TYPE_CHECKING:
+    from agentflow.chat.engine import ConversationEngine
+
+Handler = Callable[["ConversationEngine", Workspace, list[str], Turn], Awaitable[str]]
+COMMANDS: dict[str, tuple[str, str, Handler]] = {}
+
+BLANK = """apiVersion: agentflow/v1
+kind: Workflow
+metadata:
+  name: my-workflow
+  description: Describe what it does
+spec:
+  inputs:
+    text: {type: string, description: what the workflow works on}
+  nodes:
+    echo:
+      type: transform
+      expr: inputs.text
+  outputs:
+    result: "{{ echo }}"
+"""
+
+
+def command(name: str, usage: str, summary: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = (usage, summary, handler)
+        return handler
+
+    return register
+
+
+async def run_command(engine: ConversationEngine, workspace: Workspace, text: str, turn: Turn) -> str:
+    try:
+        words = shlex.split(text.strip())
+    except ValueError as exc:
+        return f"Could not read that command ({exc}); check the quotes."
+    name, args = words[0].lstrip("/").lower(), words[1:]
+    if name not in COMMANDS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" Did you mean /{close[0]}?" if close else ""
+        return f"Unknown command /{name}.{hint} Type /help for the list."
+    try:
+        return await COMMANDS[name][2](engine, workspace, args, turn)
+    except (PatchError, InputError, LookupError, ValueError) as exc:
+        return f"/{name}: {exc}"
+
+
+def _parse_inputs(args: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in args:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"'{pair}' is not key=value; e.g. /run ticket='printer on fire'")
+        inputs[key] = value
+    return inputs
+
+
+def describe_run(engine: ConversationEngine, run_id: str) -> str:
+    store = engine.flow.store
+    run = store.get_run(run_id)
+    if run is None:
+        return f"No run {run_id}."
+    summary = run_summary(run, store.node_runs(run_id))
+    lines = [f"Run {run.id[:12]} of {run.workflow}: **{run.status}**"]
+    if run.error:
+        lines.append(f"Error: {run.error}")
+    if run.outputs is not None:
+        lines.append("Outputs:\n```json\n" + json.dumps(run.outputs, indent=2, ensure_ascii=False, default=str) + "\n```")
+    if summary["tokens"]:
+        lines.append(f"{summary['tokens']} tokens, ${summary['cost_usd']:.6f}")
+    if run.status == "waiting_approval":
+        approval = store.pending_approval(run_id)
+        if approval is not None:
+            lines.append(f"Waiting for approval at '{approval.node_id}': {approval.message}")
+            lines.append(f"Reply /approve {run.id[:12]} or /reject {run.id[:12]}.")
+    elif run.status in ("queued", "running"):
+        lines.append(f"Still {run.status}; /status {run.id[:12]} shows progress.")
+    return "\n".join(lines)
+
+
+def find_run(engine: ConversationEngine, run_id: str) -> str:
+    store = engine.flow.store
+    if store.get_run(run_id) is not None:
+        return run_id
+    matches = store.find_run(run_id)
+    if len(matches) != 1:
+        raise LookupError(f"no single run matches '{run_id}'; /runs lists them")
+    return matches[0].id
+
+
+@command("help", "/help", "this list")
+async def _help(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    lines = ["Commands (they work without a model):"]
+    lines += [f"- `{usage}` — {summary}" for usage, summary, _ in COMMANDS.values()]
+    lines.append("Anything else is a message to the assistant" + ("." if engine.model_for(workspace) else " (not configured yet)."))
+    return "\n".join(lines)
+
+
+@command("new", "/new [example]", "start a new workflow, blank or from an example")
+async def _new(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if args:
+        try:
+            source = example_source(args[0])
+        except FileNotFoundError:
+            raise LookupError(f"no example '{args[0]}'; /examples lists them") from None
+    else:
+        source = BLANK
+    proposal = workspace.propose(source, author="command", note=f"/new {' '.join(args)}".strip(), turn=turn)
+    if not proposal.ok:
+        turn.errors = plain_errors(proposal.errors)
+        return "That template is not valid: " + "; ".join(turn.errors)
+    what = f"example '{args[0]}'" if args else "a blank workflow"
+    return f"Started {what}. Edit it here or describe changes; /run to run it."
+
+
+@command("examples", "/examples", "list the example workflows")
+async def _examples(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    return "Examples (open one with /new NAME):\n" + "\n".join(
+        f"- `{name}` — {example_summary(name)}" for name in example_names()
+    )
+
+
+@command("show", "/show", "show the current workflow")
+async def _show(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    current = workspace.current
+    if current is None:
+        return "No workflow yet. Describe one, or start with /new or /new EXAMPLE."
+    return f"Version {current.number}:\n```yaml\n{current.source}```"
+
+
+@command("validate", "/validate", "validate the current workflow")
+async def _validate(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    current = workspace.current
+    if current is None:
+        return "No workflow yet to validate."
+    proposal = workspace.validate(current.source)
+    if proposal.workflow is None:
+        turn.errors = plain_errors(proposal.errors)
+        return "Not valid:\n" + "\n".join(f"- {error}" for error in turn.errors)
+    return f"Valid: '{proposal.workflow.name}' with {len(proposal.workflow.spec.nodes)} nodes."
+
+
+@command("run", "/run [key=value ...]", "run the current workflow with these inputs")
+async def _run(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    run = await workspace.run(_parse_inputs(args), wait=engine.run_wait)
+    turn.run_ids.append(run.id)
+    return describe_run(engine, run.id)
+
+
+@command("runs", "/runs", "recent runs of the current workflow")
+async def _runs(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    current = workspace.current
+    name = workspace.validate(current.source).workflow.name if current else None  # type: ignore[union-attr]
+    runs = engine.flow.store.list_runs(limit=10, workflow=name)
+    if not runs:
+        return "No runs yet; /run starts one."
+    return "Recent runs:\n" + "\n".join(
+        f"- `{run.id[:12]}` {run.workflow} **{run.status}** {run.tokens} tokens ${run.cost_usd:.6f}" for run in runs
+    )
+
+
+@command("status", "/status RUN", "a run's status and outputs")
+async def _status(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if not args:
+        raise LookupError("give a run id: /status RUN (see /runs)")
+    return describe_run(engine, find_run(engine, args[0]))
+
+
+async def _decide(engine: ConversationEngine, args: list[str], turn: Turn, *, approved: bool) -> str:
+    if not args:
+        raise LookupError("give a run id: /approve RUN [comment] (see /runs)")
+    run_id = find_run(engine, args[0])
+    comment = " ".join(args[1:]) or None
+    approval = engine.flow.store.decide_approval(run_id, approved=approved, comment=comment)
+    if approval is None:
+        raise LookupError(f"run {run_id[:12]} has no pending approval")
+    turn.run_ids.append(run_id)
+    settled = await engine.wait_settled(run_id)
+    verb = "Approved" if approved else "Rejected"
+    return f"{verb} '{approval.node_id}'.\n" + describe_run(engine, settled)
+
+
+@command("approve", "/approve RUN [comment]", "approve a run waiting for you")
+async def _approve(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    return await _decide(engine, args, turn, approved=True)
+
+
+@command("reject", "/reject RUN [comment]", "reject a run waiting for you")
+async def _reject(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    return await _decide(engine, args, turn, approved=False)
+
+
+@command("undo", "/undo", "go back to the previous version")
+async def _undo(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if not engine.history.can_undo(workspace.session_id):
+        return "Nothing to undo."
+    version = engine.history.undo(workspace.session_id)
+    return f"Back to version {version.number}." if version else "Back to an empty workflow."
+
+
+@command("redo", "/redo", "redo the last undone edit")
+async def _redo(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    version = engine.history.redo(workspace.session_id)
+    return f"Redone: version {version.number}." if version else "Nothing to redo."
+
+
+@command("diff", "/diff [A B]", "the last edit, or the changes from version A to B")
+async def _diff(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    history = engine.history
+    if len(args) == 2:
+        numbers = [int(arg.lstrip("v")) for arg in args]
+        versions = [history.version(workspace.session_id, number) for number in numbers]
+        if None in versions:
+            raise LookupError(f"no such version; /history lists them (asked for {args[0]} and {args[1]})")
+        before, after = versions
+        assert before is not None and after is not None
+        diff = unified_diff(before.source, after.source, before_label=f"v{before.number}", after_label=f"v{after.number}")
+    else:
+        current = workspace.current
+        if current is None:
+            return "No edits yet."
+        diff = current.diff
+    return f"```diff\n{diff}```" if diff else "No differences."
+
+
+@command("history", "/history", "the versions of this workflow")
+async def _history(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    versions = engine.history.versions(workspace.session_id)
+    if not versions:
+        return "No versions yet."
+    current = workspace.current
+    lines = ["Versions (/diff A B compares two; /undo and /redo move between them):"]
+    for version in versions:
+        marker = " ← current" if current and version.number == current.number else ""
+        lines.append(f"- v{version.number} by {version.author}: {version.note or '(edit)'}{marker}")
+    return "\n".join(lines)
+
+
+@command("save", "/save NAME", "save the workflow under a name")
+async def _save(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if not args:
+        raise LookupError("give a name: /save NAME (lowercase letters, digits and dashes)")
+    if workspace.current is None:
+        return "No workflow to save yet."
+    source = workspace.patched([{"op": "set", "path": "metadata.name", "value": args[0]}])
+    proposal = workspace.propose(source, author="command", note=f"/save {args[0]}", turn=turn)
+    if not proposal.ok:
+        turn.errors = plain_errors(proposal.errors)
+        return "Cannot save under that name: " + "; ".join(turn.errors)
+    workflow = workspace.save()
+    return f"Saved as '{workflow.name}'. Open it later with /open {workflow.name}."
+
+
+@command("open", "/open NAME", "open a saved workflow")
+async def _open(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if not args:
+        names = [workflow.name for workflow in engine.flow.store.list_workflows()]
+        return "Saved workflows: " + (", ".join(names) if names else "none yet (/save NAME)")
+    stored = engine.flow.store.get_workflow(args[0])
+    if stored is None:
+        raise LookupError(f"no saved workflow '{args[0]}'; /open lists them")
+    workspace.propose(stored.source, author="command", note=f"/open {args[0]}", turn=turn)
+    return f"Opened '{args[0]}' ({stored.version})."
+
+
+@command("model", "/model [NAME]", "show or set the assistant's model (a LiteLLM name)")
+async def _model(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    if not args:
+        model = engine.model_for(workspace)
+        return f"The assistant uses {model}." if model else engine.not_configured()
+    engine.history.update_session(workspace.session_id, model=args[0])
+    return f"The assistant now uses {args[0]} in this conversation."
