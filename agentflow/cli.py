@@ -103,12 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _validate(files: list[str]) -> int:
     from agentflow.spec.errors import SpecErrors
-    from agentflow.spec.validate import load_workflow_file
+    from agentflow.spec.validate import BUILTIN_TOOL_NAMES, load_workflow_file
 
     failed = False
     for path in files:
         try:
-            workflow = load_workflow_file(path)
+            workflow = load_workflow_file(path, known_tools=BUILTIN_TOOL_NAMES)
         except SpecErrors as exc:
             failed = True
             print(str(exc), file=sys.stderr)
@@ -184,7 +184,9 @@ async def _execute(flow: AgentFlow, run_id: str, as_json: bool, start: Any) -> i
     finally:
         unsubscribe()
     if status is None:
-        raise CLIError(f"run {run_id} is being executed by another process; follow it with: agentflow runs show {run_id}")
+        raise CLIError(
+            f"run {run_id} is being executed by another process; follow it with: agentflow runs show {run_id}"
+        )
     await flow.store.flush()
     _report(flow, run_id, as_json)
     return EXIT_CODES.get(status, 1)

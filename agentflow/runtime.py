@@ -60,7 +60,7 @@ class AgentFlow:
         try:
             if Path(path).stat().st_size > MAX_FILE_BYTES:
                 raise SpecErrors([SpecError(name, 1, 1, f"the file is larger than {MAX_FILE_BYTES} bytes; split it")])
-            source = Path(path).read_bytes()[: MAX_FILE_BYTES + 1].decode("utf-8")
+            source = Path(path).read_bytes()[: MAX_FILE_BYTES + 1].decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise SpecErrors([SpecError(name, 1, 1, f"the file is not UTF-8 text ({exc.reason})")]) from None
         return self.save_workflow(source, path=name)

@@ -79,7 +79,9 @@ def analyze(workflow: Workflow) -> Graph:
                     preds[target].add(node_id)
                     selected_by.setdefault(target, set()).add(node_id)
         if isinstance(node, MapNode) and node.node.loop is not None:
-            problems.append(GraphProblem((*base, "node", "loop"), "a map's inner node cannot loop; put `loop` on the map"))
+            problems.append(
+                GraphProblem((*base, "node", "loop"), "a map's inner node cannot loop; put `loop` on the map")
+            )
 
     order, cyclic = _topological(ids, preds)
     for node_id in cyclic:
@@ -107,17 +109,19 @@ def analyze(workflow: Workflow) -> Graph:
         body = _descendants(target, succs) & (_ancestors(node_id, preds) | {node_id})
         if node_id not in _descendants(target, succs):
             problems.append(
-                GraphProblem(path, f"loop back_to '{target}' must come before '{node_id}' (be one of its needs, directly or not)")
+                GraphProblem(
+                    path, f"loop back_to '{target}' must come before '{node_id}' (be one of its needs, directly or not)"
+                )
             )
             continue
         loop_bodies[node_id] = frozenset(body)
 
     _check_nested_loops(loop_bodies, problems)
     # Nodes outside a loop that depend on a node inside it wait for the loop to end.
-    for loop_node, body in loop_bodies.items():
-        for member in body:
+    for loop_node, members in loop_bodies.items():
+        for member in members:
             for dependent in list(succs[member]):
-                if dependent not in body and dependent != loop_node:
+                if dependent not in members and dependent != loop_node:
                     preds[dependent].add(loop_node)
                     succs[loop_node].add(dependent)
 
@@ -175,6 +179,7 @@ def _check_nested_loops(loop_bodies: dict[str, frozenset[str]], problems: list[G
                 problems.append(
                     GraphProblem(
                         ("spec", "nodes", second, "loop"),
-                        f"loops of '{first}' and '{second}' overlap without one containing the other; nest them or split them",
+                        f"loops of '{first}' and '{second}' overlap without one containing the other; "
+                        "nest them or split them",
                     )
                 )

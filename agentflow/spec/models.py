@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -45,6 +45,8 @@ class Strict(BaseModel):
 
 
 def _check_duration(value: str | float | None) -> str | float | None:
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as 30s, 500ms, 10m, 1h")
     if value is not None:
         parse_duration(value)
     return value
@@ -59,9 +61,13 @@ class Retry(Strict):
 
 
 class Loop(Strict):
-    back_to: str = Field(description="Id of the node the loop jumps back to; it and everything between it and this node run again")
+    back_to: str = Field(
+        description="Id of the node the loop jumps back to; it and everything between it and this node run again"
+    )
     until: str = Field(description="JMESPath over the run state; the loop stops when it is truthy")
-    max: int = Field(ge=1, le=1000, description="Most times this node runs; the loop stops here even if `until` is still false")
+    max: int = Field(
+        ge=1, le=1000, description="Most times this node runs; the loop stops here even if `until` is still false"
+    )
 
 
 class FieldSchema(Strict):
@@ -110,7 +116,9 @@ class InputSpec(Strict):
 
 class NodeBase(Strict):
     description: str | None = None
-    needs: list[str] = Field(default_factory=list, description="Ids of nodes that must finish first (fan-in waits for all)")
+    needs: list[str] = Field(
+        default_factory=list, description="Ids of nodes that must finish first (fan-in waits for all)"
+    )
     retry: Retry | None = None
     timeout: Duration | None = Field(None, description="Per attempt")
     loop: Loop | None = None
@@ -243,9 +251,9 @@ class Metadata(Strict):
 
 
 class Spec(Strict):
-    inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    defaults: Defaults = Field(default_factory=Defaults)
-    budget: Budget = Field(default_factory=Budget)
+    inputs: dict[str, InputSpec] = Field(default_factory=dict, description="Input name -> spec, or just its type")
+    defaults: Defaults = Field(default_factory=lambda: Defaults())
+    budget: Budget = Field(default_factory=lambda: Budget())
     nodes: dict[str, Node] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict, description="Output name -> template")
     triggers: list[Trigger] = Field(default_factory=list)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.events import ToolCalled
 from agentflow.engine.nodes.base import Outcome
-from agentflow.spec.expressions import render, resolve_env
+from agentflow.spec.expressions import render_with_env
 from agentflow.spec.models import ToolNode
 
 if TYPE_CHECKING:
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 async def execute(node: ToolNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
     tool = ctx.services.tools.get(node.tool)
-    arguments, secrets = resolve_env(render(node.args, scope), ctx.services.environ)
+    # Only the workflow's own text may name secrets: a model's output that says ${env:X} stays inert.
+    arguments, secrets = render_with_env(node.args, scope, ctx.services.environ)
     ctx.secrets.update(secrets)
     started = time.perf_counter()
     error = None

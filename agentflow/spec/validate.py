@@ -1,0 +1,268 @@
+"""Load and check a workflow, reporting every problem at once with file:line:column.
+
+Order: safe YAML loading; the pydantic models; then, on the raw data so they
+report alongside model errors, node ids, expressions, templates, `${env:...}`
+placement and tool names; and the graph once the models hold.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentflow.spec.errors import SpecError, SpecErrors
+from agentflow.spec.expressions import (
+    ENV_REF,
+    ExpressionError,
+    compile_expression,
+    referenced_inputs,
+    referenced_roots,
+    template_expressions,
+)
+from agentflow.spec.graph import analyze
+from agentflow.spec.loader import MAX_FILE_BYTES, LoadedDocument, load_yaml
+from agentflow.spec.model_errors import DataPath, describe, dotted, model_error_messages, suggest, value_at
+from agentflow.spec.models import NODE_ID_PATTERN, RESERVED_IDS, Workflow
+
+BUILTIN_TOOL_NAMES = ("http_request", "calculator", "json_query", "current_time")
+
+_TEMPLATE_FIELDS = {
+    "llm": ("prompt", "system"),
+    "agent": ("instructions", "input"),
+    "approval": ("message",),
+    "tool": ("args",),
+}
+_EXPRESSION_FIELDS = {"transform": ("expr",), "map": ("over",)}
+_MODEL_FACING = frozenset({"prompt", "system", "instructions", "input", "message"})
+_ENV_START = "${env:"
+
+
+class _Report:
+    """Errors collected against one loaded document."""
+
+    def __init__(self, document: LoadedDocument, filename: str) -> None:
+        self.document = document
+        self.filename = filename
+        self.errors: list[SpecError] = []
+
+    def add(self, path: DataPath, message: str) -> None:
+        line, column = self.document.position(path)
+        self.errors.append(SpecError(self.filename, line, column, message))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            unique = dict.fromkeys(self.errors)
+            raise SpecErrors(sorted(unique, key=lambda error: (error.line, error.column)))
+
+
+def load_workflow(
+    text: str | bytes, filename: str = "<string>", known_tools: Collection[str] | None = None
+) -> Workflow:
+    """Parse and validate a workflow; raise `SpecErrors` listing every problem found."""
+    document = load_yaml(text, filename)
+    report = _Report(document, filename)
+    data = document.data
+    if not isinstance(data, dict):
+        report.add((), "a workflow is a mapping with apiVersion, kind, metadata and spec; see docs/workflow-spec.md")
+        report.raise_if_any()
+    workflow: Workflow | None = None
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as error:
+        for path, message in model_error_messages(error, data):
+            report.add(path, message)
+    _check_data(data, report, known_tools)
+    if workflow is not None:
+        for problem in analyze(workflow).problems:
+            report.add(problem.path, problem.message)
+    report.raise_if_any()
+    assert workflow is not None
+    return workflow
+
+
+def load_workflow_file(path: str | os.PathLike[str], known_tools: Collection[str] | None = None) -> Workflow:
+    """Read a workflow file (refusing oversized ones before reading) and validate it."""
+    name = os.fspath(path)
+    try:
+        if Path(path).stat().st_size > MAX_FILE_BYTES:
+            message = f"the file is larger than {MAX_FILE_BYTES} bytes, the limit for a workflow; split it"
+            raise SpecErrors([SpecError(name, 1, 1, message)])
+        with open(path, "rb") as handle:
+            # Bounded read: a FIFO or a growing file reports a small size and may never end.
+            source = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise SpecErrors([SpecError(name, 1, 1, f"cannot read the workflow file: {error.strerror or error}")]) from None
+    return load_workflow(source, name, known_tools)
+
+
+def _nodes(data: dict[str, Any]) -> Iterator[tuple[DataPath, dict[str, Any], bool]]:
+    """(path, node, is_inner) for each node mapping, the inner nodes of maps included."""
+    nodes = value_at(data, ("spec", "nodes"))
+    if not isinstance(nodes, dict):
+        return
+    for node_id, node in nodes.items():
+        if not isinstance(node, dict):
+            continue
+        path = ("spec", "nodes", node_id)
+        yield path, node, False
+        if node.get("type") == "map" and isinstance(node.get("node"), dict):
+            yield (*path, "node"), node["node"], True
+
+
+def _check_data(data: dict[str, Any], report: _Report, known_tools: Collection[str] | None) -> None:
+    nodes = value_at(data, ("spec", "nodes"))
+    node_ids = [key for key in nodes if isinstance(key, str)] if isinstance(nodes, dict) else []
+    inputs = value_at(data, ("spec", "inputs"))
+    declared = list(inputs) if isinstance(inputs, dict) else []
+    for node_id in node_ids:
+        _check_node_id(node_id, report)
+    scope = _Scope(report, node_ids, declared)
+    for path, node, inner in _nodes(data):
+        kind = node.get("type")
+        # A map's `over` is evaluated outside the fan-out, so `item` is not in its scope.
+        scope.inner = inner
+        expressions = [((*path, field), node.get(field)) for field in _EXPRESSION_FIELDS.get(str(kind), ())]
+        cases = node.get("cases") if kind == "switch" else None
+        for index, case in enumerate(cases if isinstance(cases, list) else []):
+            if isinstance(case, dict):
+                expressions.append(((*path, "cases", index, "when"), case.get("when")))
+        loop = node.get("loop")
+        if isinstance(loop, dict):
+            expressions.append(((*path, "loop", "until"), loop.get("until")))
+        for field_path, text in expressions:
+            scope.expression(field_path, text, scope.where(field_path, path))
+        for field in _TEMPLATE_FIELDS.get(str(kind), ()):
+            scope.templates((*path, field), node.get(field), path)
+        if known_tools is not None:
+            _check_tools(path, node, known_tools, report)
+    scope.inner = False
+    scope.templates(("spec", "outputs"), value_at(data, ("spec", "outputs")), ("spec",))
+    _check_env(data, report)
+
+
+def _check_node_id(node_id: str, report: _Report) -> None:
+    path = ("spec", "nodes", node_id)
+    if not re.match(NODE_ID_PATTERN, node_id):
+        fixed = re.sub(r"\W", "_", node_id) or "node"
+        fixed = fixed if re.match(NODE_ID_PATTERN, fixed) else f"node_{fixed}"
+        report.add(
+            path, f"node id '{node_id}' must be letters, digits and _ (not starting with a digit); use '{fixed}'"
+        )
+    elif node_id in RESERVED_IDS:
+        reserved = ", ".join(sorted(RESERVED_IDS))
+        report.add(path, f"node id '{node_id}' is reserved ({reserved}); rename it, e.g. '{node_id}_node'")
+
+
+class _Scope:
+    """Checks expressions against the names they may read: inputs, node ids, and item/index inside a map."""
+
+    def __init__(self, report: _Report, node_ids: list[str], inputs: list[str]) -> None:
+        self.report = report
+        self.node_ids = node_ids
+        self.inputs = inputs
+        self.inner = False
+
+    def where(self, path: DataPath, owner: DataPath) -> str:
+        """ "'prompt' of node 'x' (llm)" for a field of a node, "'spec.outputs.reply'" elsewhere."""
+        if owner[:2] == ("spec", "nodes"):
+            return f"'{dotted(path[len(owner) :])}' of {describe(owner, self.report.document.data)}"
+        return f"'{dotted(path)}'"
+
+    def expression(self, path: DataPath, text: Any, where: str) -> None:
+        if not isinstance(text, str):
+            return
+        try:
+            compile_expression(text)
+        except ExpressionError as error:
+            self.report.add(path, f"invalid JMESPath in {where}: {error}")
+            return
+        roots = list(dict.fromkeys(["inputs", *self.node_ids, *(("item", "index") if self.inner else ())]))
+        for root in sorted(referenced_roots(text) - set(roots)):
+            hint = suggest(root, roots, "it can read")
+            if root in ("item", "index"):
+                hint = "item and index exist only inside a map's `node`"
+            elif f'"{root}"' in text:
+                hint = f"to compare with the text {root}, quote it with single quotes: '{root}'"
+            self.report.add(path, f"{where} reads '{root}', which is not an input, a node id or item/index; {hint}")
+        for name in sorted(referenced_inputs(text) - set(self.inputs)):
+            hint = suggest(name, self.inputs, "declared inputs are") or "declare it under spec.inputs"
+            self.report.add(path, f"input '{name}' used in {where} is not declared in spec.inputs; {hint}")
+
+    def templates(self, field_path: DataPath, value: Any, owner: DataPath) -> None:
+        """Check every `{{ }}` in the strings under `field_path`, however deeply nested."""
+        for path, text in _strings(field_path, value):
+            if "{{" not in text:
+                continue
+            where = self.where(path, owner)
+            try:
+                expressions = template_expressions(text)
+            except ExpressionError as error:
+                self.report.add(path, f"invalid template in {where}: {error}")
+                continue
+            for expression in expressions:
+                self.expression(path, expression, where)
+
+
+def _strings(path: DataPath, value: Any) -> Iterator[tuple[DataPath, str]]:
+    """Every string under `value` with its path; iterative, so deep data cannot exhaust the stack."""
+    stack: list[tuple[DataPath, Any]] = [(path, value)]
+    while stack:
+        path, current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(((*path, key), item) for key, item in reversed(current.items()))
+        elif isinstance(current, list):
+            stack.extend(((*path, index), item) for index, item in reversed(list(enumerate(current))))
+        elif isinstance(current, str):
+            yield path, current
+
+
+def _check_tools(path: DataPath, node: dict[str, Any], known_tools: Collection[str], report: _Report) -> None:
+    names: list[tuple[DataPath, Any]] = []
+    if node.get("type") == "tool":
+        names.append(((*path, "tool"), node.get("tool")))
+    if node.get("type") == "agent" and isinstance(node.get("tools"), list):
+        names.extend(((*path, "tools", index), name) for index, name in enumerate(node["tools"]))
+    for tool_path, name in names:
+        if isinstance(name, str) and name not in known_tools:
+            hint = suggest(name, sorted(known_tools), "available tools are")
+            report.add(tool_path, f"unknown tool '{name}'; {hint}".rstrip("; "))
+
+
+def _env_allowed(path: DataPath, data: Any) -> bool:
+    """Tool args and a webhook trigger's secret are the only places `${env:...}` is resolved."""
+    if len(path) >= 4 and path[:2] == ("spec", "nodes"):
+        node = value_at(data, path[:3])
+        if path[3] == "args":
+            return isinstance(node, dict) and node.get("type") == "tool"
+        inner = value_at(data, (*path[:3], "node"))
+        return path[3:5] == ("node", "args") and isinstance(inner, dict) and inner.get("type") == "tool"
+    return len(path) == 5 and path[:2] == ("spec", "triggers") and path[3:] == ("webhook", "secret")
+
+
+def _check_env(data: Any, report: _Report) -> None:
+    for path, text in _strings((), data):
+        if _ENV_START in text:
+            _check_env_string(path, text, data, report)
+    triggers = value_at(data, ("spec", "triggers"))
+    for index in range(len(triggers) if isinstance(triggers, list) else 0):
+        path = ("spec", "triggers", index, "webhook", "secret")
+        secret = value_at(data, path)
+        if isinstance(secret, str) and not ENV_REF.fullmatch(secret):
+            report.add(path, "write the webhook secret as ${env:NAME}; secrets are never written in YAML")
+
+
+def _check_env_string(path: DataPath, value: str, data: Any, report: _Report) -> None:
+    starts = [match.start() for match in re.finditer(re.escape(_ENV_START), value)]
+    if any(not ENV_REF.match(value, start) for start in starts):
+        report.add(path, "malformed environment reference: write ${env:NAME}, NAME of letters, digits and _")
+    elif _env_allowed(path, data):
+        return
+    elif path[:2] == ("spec", "outputs") or (path[:2] == ("spec", "nodes") and set(path[3:5]) & _MODEL_FACING):
+        report.add(path, "${env:...} is not allowed here: secrets never reach the model: pass them in tool args only")
+    else:
+        report.add(path, "${env:...} is resolved only in tool args and a webhook trigger's secret; remove it from here")
