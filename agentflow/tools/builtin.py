@@ -1,0 +1,62 @@
+"""The built-in tools, registered like any plugin's: `register_builtins(registry)`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentflow.spec.expressions import ExpressionError, evaluate
+from agentflow.tools.calculator import CALCULATOR
+from agentflow.tools.http_request import HTTP_REQUEST
+from agentflow.tools.registry import Tool, ToolError, ToolRegistry
+
+
+class JsonQueryArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Any = Field(description="The JSON value to query")
+    expression: str = Field(description="A JMESPath expression, e.g. `items[?price > `10`].name`")
+
+
+async def json_query(args: JsonQueryArgs) -> Any:
+    # The same JMESPath dialect (and error messages) as workflow expressions.
+    try:
+        return evaluate(args.expression, args.data)
+    except ExpressionError as exc:
+        raise ToolError(f"bad JMESPath expression: {exc}") from None
+
+
+class CurrentTimeArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = Field("UTC", description="An IANA time zone name, e.g. Europe/Paris")
+
+
+async def current_time(args: CurrentTimeArgs) -> str:
+    try:
+        zone = ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {args.timezone!r}; use an IANA name such as UTC or Europe/Paris") from None
+    return datetime.now(zone).isoformat(timespec="seconds")
+
+
+JSON_QUERY = Tool(
+    name="json_query",
+    description="Select or reshape JSON data with a JMESPath expression.",
+    args_model=JsonQueryArgs,
+    fn=json_query,
+)
+CURRENT_TIME = Tool(
+    name="current_time",
+    description="The current date and time (ISO 8601) in a time zone.",
+    args_model=CurrentTimeArgs,
+    fn=current_time,
+)
+
+
+def register_builtins(registry: ToolRegistry) -> None:
+    for tool in (HTTP_REQUEST, CALCULATOR, JSON_QUERY, CURRENT_TIME):
+        registry.register(tool)
