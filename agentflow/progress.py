@@ -30,7 +30,11 @@ class ProgressPrinter:
         if isinstance(event, ev.RunStarted):
             verb = "resuming" if event.resumed else "running"
             return f"{verb} {event.workflow} ({event.version}) as run {event.run_id}"
-        if isinstance(event, ev.NodeStarted) and event.item_index is None and event.node_type in ("llm", "agent", "tool"):
+        if (
+            isinstance(event, ev.NodeStarted)
+            and event.item_index is None
+            and event.node_type in ("llm", "agent", "tool")
+        ):
             return f"  … {event.node_id}" + (f" (attempt {event.attempt})" if event.attempt > 1 else "")
         if isinstance(event, ev.NodeFinished):
             where = event.node_id + (f"[{event.item_index}]" if event.item_index is not None else "")
@@ -80,8 +84,16 @@ def node_table(node_runs: list[NodeRunRecord]) -> list[dict[str, Any]]:
     for record in node_runs:
         row = rows.setdefault(
             record.node_id,
-            {"id": record.node_id, "type": record.node_type, "status": record.status, "attempts": 0,
-             "latency_ms": 0.0, "tokens": 0, "cost_usd": 0.0, "error": None},
+            {
+                "id": record.node_id,
+                "type": record.node_type,
+                "status": record.status,
+                "attempts": 0,
+                "latency_ms": 0.0,
+                "tokens": 0,
+                "cost_usd": 0.0,
+                "error": None,
+            },
         )
         if record.item_index is not None:
             continue  # map branches are counted in the map's own row
@@ -124,7 +136,9 @@ def render_run(summary: dict[str, Any], approval: ApprovalRecord | None) -> str:
         lines.append(f"waiting for approval at '{approval.node_id}':")
         lines.append("  " + approval.message.replace("\n", "\n  "))
         run_id = summary["run_id"]
-        lines.append(f"continue with: agentflow approve {run_id} [--comment TEXT]   or: agentflow approve {run_id} --reject")
+        lines.append(
+            f"continue with: agentflow approve {run_id} [--comment TEXT]   or: agentflow approve {run_id} --reject"
+        )
     return "\n".join(lines)
 
 

@@ -131,7 +131,9 @@ class DurableSaver(InMemorySaver):
                 rows.append((thread_id, ns, checkpoint_id, task_id, key[1], channel, wtype, value, path))
         if rows:
             self.writer.submit(
-                lambda conn: conn.executemany("INSERT OR REPLACE INTO cp_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                lambda conn: conn.executemany(
+                    "INSERT OR REPLACE INTO cp_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
             )
 
     async def aput_writes(

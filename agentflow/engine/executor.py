@@ -99,7 +99,11 @@ class Executor:
         decision = None
         approval = self.store.decided_approval(run_id)
         if approval is not None:
-            decision = {"approved": approval.status == "approved", "comment": approval.comment, "message": approval.message}
+            decision = {
+                "approved": approval.status == "approved",
+                "comment": approval.comment,
+                "message": approval.message,
+            }
         task = asyncio.current_task()
         assert task is not None
         self._tasks[run_id] = task  # type: ignore[assignment]

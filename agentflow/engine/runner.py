@@ -98,7 +98,9 @@ class Engine:
                 async with asyncio.timeout(remaining):
                     await compiled.app.ainvoke(graph_input, config, context=ctx, durability="sync")
             except TimeoutError:
-                raise BudgetExceededError("wall", round(run.active_s + time.monotonic() - started, 3), meter.wall or 0) from None
+                raise BudgetExceededError(
+                    "wall", round(run.active_s + time.monotonic() - started, 3), meter.wall or 0
+                ) from None
             snapshot = await compiled.app.aget_state(config)
             if snapshot.interrupts:
                 payload = snapshot.interrupts[0].value
