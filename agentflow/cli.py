@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the workflow JSON Schema")
 
+    chat = commands.add_parser("chat", help="talk to the assistant in this terminal (same sessions as the web app)")
+    chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
+    chat.add_argument("--model", help="the assistant's model (default: AGENTFLOW_MODEL or the first detected)")
+
+    serve = commands.add_parser("serve", help="start the web app (same as python app.py)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
     worker = commands.add_parser("worker", help="run queued runs in the background until interrupted")
     worker.add_argument("--concurrency", type=int, default=None)
     return parser
@@ -88,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args.files)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "schema":
             from agentflow.spec.schema import workflow_json_schema
 
@@ -141,6 +151,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _cancel(flow, args)
         if args.command == "worker":
             return await _worker(flow, args)
+        if args.command == "chat":
+            return await _chat(flow, args)
         raise CLIError(f"unknown command {args.command}")
     finally:
         await flow.store.flush()
@@ -300,6 +312,31 @@ async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
         await asyncio.Event().wait()
     finally:
         await flow.executor.stop()
+    return 0
+
+
+async def _chat(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.channels.terminal import chat_loop
+    from agentflow.chat.engine import ConversationEngine
+    from agentflow.providers import default_model
+
+    engine = ConversationEngine(flow, model=args.model or default_model())
+    await flow.executor.start()
+    try:
+        await chat_loop(flow, engine, args.session)
+    finally:
+        await flow.executor.stop()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.host:
+        os.environ["AGENTFLOW_HOST"] = args.host
+    if args.port:
+        os.environ["AGENTFLOW_PORT"] = str(args.port)
+    from app import main as serve_main  # the repository's app.py: one way to start the server
+
+    serve_main()
     return 0
 
 

@@ -39,7 +39,9 @@ def _ollama_models(base: str, timeout: float) -> list[str] | None:
     return [item.get("name", "") for item in data.get("models", []) if item.get("name")]
 
 
-def detect(environ: Mapping[str, str] | None = None, *, probe_ollama: bool = True, timeout: float = 0.3) -> list[Provider]:
+def detect(
+    environ: Mapping[str, str] | None = None, *, probe_ollama: bool = True, timeout: float = 0.3
+) -> list[Provider]:
     env = os.environ if environ is None else environ
     found: list[Provider] = []
     base = env.get("OLLAMA_API_BASE", "http://localhost:11434")

@@ -162,7 +162,9 @@ class Assistant:
         proposal = workspace.propose(source, author="assistant", note=summary, turn=turn)
         if proposal.ok:
             turn.errors = []
-            number = proposal.version.number if proposal.version else (workspace.current.number if workspace.current else 0)
+            number = (
+                proposal.version.number if proposal.version else (workspace.current.number if workspace.current else 0)
+            )
             return f"accepted: valid, now version {number}"
         turn.errors = plain_errors(proposal.errors)
         if turn.repaired >= MAX_REPAIRS:
@@ -171,7 +173,9 @@ class Assistant:
         turn.repaired += 1
         return "error: " + load_prompt("repair", errors="\n".join(f"- {error}" for error in turn.errors))
 
-    async def _call(self, workspace: Workspace, name: str, arguments: dict[str, Any], turn: Turn, error: str | None) -> str:
+    async def _call(
+        self, workspace: Workspace, name: str, arguments: dict[str, Any], turn: Turn, error: str | None
+    ) -> str:
         if name not in TOOLS:
             return f"error: unknown tool {name}; available: {', '.join(TOOLS)}"
         if error:

@@ -82,7 +82,9 @@ def describe_run(engine: ConversationEngine, run_id: str) -> str:
     if run.error:
         lines.append(f"Error: {run.error}")
     if run.outputs is not None:
-        lines.append("Outputs:\n```json\n" + json.dumps(run.outputs, indent=2, ensure_ascii=False, default=str) + "\n```")
+        lines.append(
+            "Outputs:\n```json\n" + json.dumps(run.outputs, indent=2, ensure_ascii=False, default=str) + "\n```"
+        )
     if summary["tokens"]:
         lines.append(f"{summary['tokens']} tokens, ${summary['cost_usd']:.6f}")
     if run.status == "waiting_approval":
@@ -109,7 +111,10 @@ def find_run(engine: ConversationEngine, run_id: str) -> str:
 async def _help(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     lines = ["Commands (they work without a model):"]
     lines += [f"- `{usage}` — {summary}" for usage, summary, _ in COMMANDS.values()]
-    lines.append("Anything else is a message to the assistant" + ("." if engine.model_for(workspace) else " (not configured yet)."))
+    lines.append(
+        "Anything else is a message to the assistant"
+        + ("." if engine.model_for(workspace) else " (not configured yet).")
+    )
     return "\n".join(lines)
 
 
@@ -231,7 +236,9 @@ async def _diff(engine: ConversationEngine, workspace: Workspace, args: list[str
             raise LookupError(f"no such version; /history lists them (asked for {args[0]} and {args[1]})")
         before, after = versions
         assert before is not None and after is not None
-        diff = unified_diff(before.source, after.source, before_label=f"v{before.number}", after_label=f"v{after.number}")
+        diff = unified_diff(
+            before.source, after.source, before_label=f"v{before.number}", after_label=f"v{after.number}"
+        )
     else:
         current = workspace.current
         if current is None:

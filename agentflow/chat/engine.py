@@ -97,18 +97,25 @@ class ConversationEngine:
                 except Exception as exc:  # the provider failed: say so, keep the session usable
                     answer = f"The assistant's model failed: {exc}\nSlash commands still work (/help)."
         if turn.repaired and not turn.gave_up:
-            answer += f"\n\n_(Validated; {turn.repaired} problem{'s' if turn.repaired > 1 else ''} in my draft fixed first.)_"
+            answer += (
+                f"\n\n_(Validated; {turn.repaired} problem{'s' if turn.repaired > 1 else ''} in my draft fixed first.)_"
+            )
         reply = self.snapshot(session_id, turn=turn, text=answer)
         reply.elapsed_ms = (time.perf_counter() - started) * 1000
         self.history.add_message(
-            session_id, "assistant", answer, {"version": reply.version, "run_ids": reply.run_ids, "errors": reply.errors}
+            session_id,
+            "assistant",
+            answer,
+            {"version": reply.version, "run_ids": reply.run_ids, "errors": reply.errors},
         )
         return reply
 
     async def stream(self, session_id: str, text: str, *, channel: str = "web") -> AsyncIterator[Progress | Reply]:
         """The turn's progress steps as they happen, then the reply."""
         steps: asyncio.Queue[Progress] = asyncio.Queue()
-        task = asyncio.create_task(self.handle(session_id, text, channel=channel, progress=lambda s: steps.put_nowait(Progress(s))))
+        task = asyncio.create_task(
+            self.handle(session_id, text, channel=channel, progress=lambda s: steps.put_nowait(Progress(s)))
+        )
         while not task.done():
             getter = asyncio.ensure_future(steps.get())
             await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)

@@ -118,7 +118,9 @@ class ChatHistory:
             "SELECT * FROM (SELECT * FROM chat_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
             (session_id, limit),
         )
-        return [Message(row["role"], row["content"], json.loads(row["meta"] or "{}"), row["created_at"]) for row in rows]
+        return [
+            Message(row["role"], row["content"], json.loads(row["meta"] or "{}"), row["created_at"]) for row in rows
+        ]
 
     # -- workflow versions ----------------------------------------------------------
 

@@ -74,7 +74,9 @@ async def test_a_draft_that_never_validates_is_never_saved(chat: ConversationEng
 async def test_edit_undo_redo(chat: ConversationEngine, fake_llm: FakeLLM) -> None:
     await chat.handle("s4", "/new hello")
     fake_llm.enqueue(
-        ToolCalls([("patch_workflow", {"operations": [{"op": "set", "path": "spec.inputs.name.default", "value": "Zed"}]})])
+        ToolCalls(
+            [("patch_workflow", {"operations": [{"op": "set", "path": "spec.inputs.name.default", "value": "Zed"}]})]
+        )
     )
     fake_llm.enqueue(Text("Default name is now Zed."))
     edited = await chat.handle("s4", "make the default name Zed")
@@ -86,7 +88,9 @@ async def test_edit_undo_redo(chat: ConversationEngine, fake_llm: FakeLLM) -> No
     assert redone.version == 2 and "Zed" in (redone.yaml or "")
     hand = chat.apply_edit("s4", (redone.yaml or "").replace("Zed", "Grace"))
     assert hand.version == 3 and hand.valid
-    rejected = chat.apply_edit("s4", "apiVersion: agentflow/v1\nkind: Workflow\nmetadata: {name: x}\nspec: {nodes: {a: {type: nope}}}\n")
+    rejected = chat.apply_edit(
+        "s4", "apiVersion: agentflow/v1\nkind: Workflow\nmetadata: {name: x}\nspec: {nodes: {a: {type: nope}}}\n"
+    )
     assert rejected.valid is False and rejected.version == 3 and rejected.errors[0].startswith("line 4")
 
 

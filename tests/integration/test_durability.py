@@ -23,7 +23,11 @@ pytestmark = pytest.mark.slow
 
 def cli(home: Path, fake: FakeLLM, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentflow.cli", *args], env=cli_env(home, fake), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "agentflow.cli", *args],
+        env=cli_env(home, fake),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -144,7 +144,14 @@ async def test_loop_ends_at_max(flow: AgentFlow) -> None:
 
 
 async def test_review_loop_feeds_back_into_the_draft(flow: AgentFlow, fake_llm: FakeLLM) -> None:
-    fake_llm.enqueue_all([Text("draft 1"), Json({"ok": False, "feedback": "shorter"}), Text("draft 2"), Json({"ok": True, "feedback": ""})])
+    fake_llm.enqueue_all(
+        [
+            Text("draft 1"),
+            Json({"ok": False, "feedback": "shorter"}),
+            Text("draft 2"),
+            Json({"ok": True, "feedback": ""}),
+        ]
+    )
     source = workflow(
         "review",
         """

@@ -16,7 +16,7 @@ from agentflow.spec.expressions import ExpressionError, compile_expression, eval
         ("split('a,b', ',')", ["a", "b"]),
         ("replace(name, 'a', 'o')", "Ado"),
         ("take(`[1, 2, 3]`, `2`)", [1, 2]),
-        ("to_json(`{\"b\": 1}`)", '{"b": 1}'),
+        ('to_json(`{"b": 1}`)', '{"b": 1}'),
         ("length(name)", 3),
     ],
 )

@@ -1,0 +1,1 @@
+"""Channels: thin adapters from a medium (terminal, web, Telegram, WhatsApp) to the conversation engine."""
