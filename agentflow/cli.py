@@ -191,10 +191,13 @@ async def _execute(flow: AgentFlow, run_id: str, as_json: bool, start: Any) -> i
 
     printer = ProgressPrinter(sys.stderr if as_json else sys.stdout, enabled=not as_json or sys.stderr.isatty())
     unsubscribe = flow.bus.subscribe(printer)
+    # Heartbeats and `agentflow cancel` from other processes apply to this foreground run too.
+    await flow.executor.start(drain=False)
     try:
         status = await start()
     finally:
         unsubscribe()
+        await flow.executor.stop()
     if status is None:
         raise CLIError(
             f"run {run_id} is being executed by another process; follow it with: agentflow runs show {run_id}"

@@ -25,7 +25,7 @@ from agentflow.engine.events import ApprovalDecided, NodeFinished, NodeStarted
 from agentflow.engine.nodes import EFFECTFUL, EXECUTORS, NodeConfigError, Outcome
 from agentflow.engine.scheduler import plan
 from agentflow.engine.state import RunState, scope_of, truthy
-from agentflow.spec.expressions import evaluate, render
+from agentflow.spec.expressions import MissingSecret, evaluate, render
 from agentflow.spec.graph import Graph
 from agentflow.spec.models import ApprovalNode, MapNode, Workflow, parse_duration
 
@@ -135,7 +135,8 @@ async def execute_node(
         try:
             async with asyncio.timeout(timeout):
                 outcome = await executor(node, scope, ctx, node_id)
-        except (BudgetExceededError, NodeConfigError) as exc:
+        except (BudgetExceededError, NodeConfigError, MissingSecret) as exc:
+            # Retrying cannot help: the budget, the configuration or the environment must change.
             error, fatal = str(exc), exc
         except TimeoutError:
             error = f"timed out after {timeout:g}s (the per-attempt `timeout`; raise it if the node needs longer)"

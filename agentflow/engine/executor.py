@@ -122,12 +122,11 @@ class Executor:
 
     # -- the background loops ---------------------------------------------------------
 
-    async def start(self) -> None:
-        """Recover orphaned runs, then keep draining the queue until `stop()`."""
-        self._loops = [
-            asyncio.create_task(self._drain(), name="agentflow-queue"),
-            asyncio.create_task(self._watch(), name="agentflow-watch"),
-        ]
+    async def start(self, *, drain: bool = True) -> None:
+        """Heartbeats and cancel requests for our runs; with `drain`, also recover orphans and run the queue."""
+        self._loops = [asyncio.create_task(self._watch(), name="agentflow-watch")]
+        if drain:
+            self._loops.append(asyncio.create_task(self._drain(), name="agentflow-queue"))
 
     async def stop(self) -> None:
         for loop in self._loops:

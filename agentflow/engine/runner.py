@@ -23,7 +23,7 @@ from agentflow.engine.events import (
 )
 from agentflow.engine.nodes import NodeConfigError
 from agentflow.engine.state import scope_of
-from agentflow.spec.expressions import render
+from agentflow.spec.expressions import MissingSecret, render
 from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.models import Workflow
 
@@ -115,6 +115,8 @@ class Engine:
             status, error = "rejected", str(exc)
         except (NodeFailedError, NodeConfigError) as exc:
             status, error = "failed", str(exc)
+        except MissingSecret as exc:
+            status, error = "failed", f"{exc}; set it in the environment of the process that runs the workflow"
         except asyncio.CancelledError:
             status, error = "cancelled", "cancelled by request"
         except Exception as exc:  # a bug or an unexpected library error: record it, never lose the run

@@ -290,7 +290,8 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
                 event.error,
             ),
         )
-        if event.status != "skipped":
+        # Steps count node executions, as the step budget does; a map's own fan-in is not one.
+        if event.status != "skipped" and event.node_type != "map":
             conn.execute("UPDATE runs SET steps = steps + 1 WHERE id = ?", (event.run_id,))
     elif isinstance(event, ev.LLMCalled):
         conn.execute(

@@ -222,3 +222,35 @@ async def test_cancel_from_the_store_stops_a_running_run(flow: AgentFlow, fake_l
         await flow.executor.stop()
     assert finished.status == "cancelled"
     assert fake_llm.count() == 1
+
+
+def test_cancel_from_another_process_stops_a_foreground_run(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    in_flight = threading.Event()
+
+    def respond(body: dict[str, Any]) -> Text:
+        in_flight.set()
+        return Text("too late", latency=60)
+
+    fake_llm.responder = respond
+    path = tmp_path / "chain.yaml"
+    path.write_text(CHAIN)
+    home = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentflow.cli", "run", str(path), "--json"],
+        env=cli_env(home, fake_llm),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert in_flight.wait(60), "the run never called the model"
+        flow = AgentFlow.open(Settings(home=home))
+        [run] = flow.store.list_runs()
+        flow.close()
+        cancelled = cli(home, fake_llm, "cancel", run.id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 5
+    assert json.loads(stdout)["status"] == "cancelled"
