@@ -222,6 +222,7 @@ class Assistant:
             approval = engine.flow.store.decide_approval(run_id, approved=args.approve, comment=args.comment)
             if approval is None:
                 return f"error: run {run_id[:12]} has no pending approval"
+            engine.flow.executor.wake()
             turn.run_ids.append(run_id)
             return describe_run(engine, await engine.wait_settled(run_id))
         raise LookupError(f"unknown tool {name}")

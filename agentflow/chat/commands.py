@@ -196,6 +196,7 @@ async def _decide(engine: ConversationEngine, args: list[str], turn: Turn, *, ap
     approval = engine.flow.store.decide_approval(run_id, approved=approved, comment=comment)
     if approval is None:
         raise LookupError(f"run {run_id[:12]} has no pending approval")
+    engine.flow.executor.wake()
     turn.run_ids.append(run_id)
     settled = await engine.wait_settled(run_id)
     verb = "Approved" if approved else "Rejected"

@@ -27,6 +27,9 @@ class DurableSaver(InMemorySaver):
         self.writer = writer
         self._reader = reader
         self._loaded: set[str] = set()
+        # thread id -> its keys in self.writes / self.blobs, so eviction need not scan every run's keys
+        self._write_keys: dict[str, set[Any]] = {}
+        self._blob_keys: dict[str, set[Any]] = {}
 
     # -- loading and eviction -----------------------------------------------------
 
@@ -45,21 +48,23 @@ class DurableSaver(InMemorySaver):
             "SELECT checkpoint_ns, channel, version, type, blob FROM cp_blobs WHERE thread_id = ?", (thread_id,)
         ):
             self.blobs[(thread_id, ns, channel, version)] = (btype, blob)
+            self._blob_keys.setdefault(thread_id, set()).add((thread_id, ns, channel, version))
         for ns, checkpoint_id, task_id, idx, channel, wtype, value, task_path in self._reader.execute(
             "SELECT checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value, task_path "
             "FROM cp_writes WHERE thread_id = ?",
             (thread_id,),
         ):
             self.writes[(thread_id, ns, checkpoint_id)][(task_id, idx)] = (task_id, channel, (wtype, value), task_path)
+            self._write_keys.setdefault(thread_id, set()).add((thread_id, ns, checkpoint_id))
 
     def evict(self, thread_id: str) -> None:
         """Forget a thread's in-memory copy; SQLite keeps it."""
         self._loaded.discard(thread_id)
         self.storage.pop(thread_id, None)
-        for key in [key for key in self.writes if key[0] == thread_id]:
-            del self.writes[key]
-        for key in [key for key in self.blobs if key[0] == thread_id]:
-            del self.blobs[key]
+        for key in self._write_keys.pop(thread_id, ()):
+            self.writes.pop(key, None)
+        for key in self._blob_keys.pop(thread_id, ()):
+            self.blobs.pop(key, None)
 
     def mark_new(self, thread_id: str) -> None:
         """A brand-new thread: nothing to load from SQLite."""
@@ -92,6 +97,8 @@ class DurableSaver(InMemorySaver):
         ns = config["configurable"]["checkpoint_ns"]
         saved = super().put(config, checkpoint, metadata, new_versions)
         stored_checkpoint, stored_metadata, parent_id = self.storage[thread_id][ns][checkpoint["id"]]
+        blob_keys = self._blob_keys.setdefault(thread_id, set())
+        blob_keys.update((thread_id, ns, channel, version) for channel, version in new_versions.items())
         blobs = [
             (thread_id, ns, channel, str(version), *self.blobs[(thread_id, ns, channel, version)])
             for channel, version in new_versions.items()
@@ -122,6 +129,7 @@ class DurableSaver(InMemorySaver):
         ns = config["configurable"].get("checkpoint_ns", "")
         checkpoint_id = config["configurable"]["checkpoint_id"]
         super().put_writes(config, writes, task_id, task_path)
+        self._write_keys.setdefault(thread_id, set()).add((thread_id, ns, checkpoint_id))
         stored = self.writes.get((thread_id, ns, checkpoint_id), {})
         rows = []
         for idx, (channel, _) in enumerate(writes):

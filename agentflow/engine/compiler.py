@@ -222,7 +222,9 @@ def advance(
             goto.append(loop.back_to)
     merged_status = {**state.get("status", {}), **status}
     merged_selected = {**state.get("selected", {}), **selected}
-    decided = plan(ctx.graph, merged_status, merged_selected, frozenset(finished))
+    # Only dependents of what just finished can have become ready (a scheduler pass looks at all).
+    candidates = None if not rescheduling else {dep for node_id in finished for dep in ctx.graph.succs[node_id]}
+    decided = plan(ctx.graph, merged_status, merged_selected, frozenset(finished), candidates=candidates)
     for node_id in decided.start:
         status[node_id] = "running"
         goto.append(node_id)

@@ -58,6 +58,7 @@ class Executor:
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- submitting -----------------------------------------------------------------
 
@@ -73,16 +74,31 @@ class Executor:
             created_at=time.time(),
         )
         self.store.create_run(run)
-        self._wake.set()
+        self.wake()
         return run
+
+    def wake(self) -> None:
+        """Look at the queue now rather than at the next poll; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     # -- running ----------------------------------------------------------------------
 
     async def run(self, run_id: str, *, statuses: tuple[str, ...] = ("queued",)) -> RunStatus | None:
         """Claim a run and execute it here; None when another process has it."""
+        before = self.store.get_run(run_id)
         if not await asyncio.to_thread(self.store.claim_run, run_id, self.owner, statuses=statuses):
             return None
-        return await self._execute(run_id)
+        return await self._execute(run_id, fresh=before is not None and before.started_at is None)
 
     async def take_over(self, run_id: str) -> RunStatus | None:
         """Resume a run whose owner died, from its last checkpoint."""
@@ -93,7 +109,7 @@ class Executor:
             return None
         return await self._execute(run_id)
 
-    async def _execute(self, run_id: str) -> RunStatus:
+    async def _execute(self, run_id: str, *, fresh: bool = False) -> RunStatus:
         run = self.store.get_run(run_id)
         assert run is not None
         decision = None
@@ -109,7 +125,7 @@ class Executor:
         self._tasks[run_id] = task  # type: ignore[assignment]
         try:
             async with self._slots:
-                return await self.engine.execute(run, decision=decision)
+                return await self.engine.execute(run, decision=decision, fresh=fresh)
         finally:
             self._tasks.pop(run_id, None)
 
@@ -124,6 +140,8 @@ class Executor:
 
     async def start(self, *, drain: bool = True) -> None:
         """Heartbeats and cancel requests for our runs; with `drain`, also recover orphans and run the queue."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self._loops = [asyncio.create_task(self._watch(), name="agentflow-watch")]
         if drain:
             self._loops.append(asyncio.create_task(self._drain(), name="agentflow-queue"))

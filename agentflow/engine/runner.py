@@ -62,15 +62,25 @@ class Engine:
             self._compiled[key] = Compiled(workflow, graph, compile_workflow(workflow, graph, self.saver))
         return self._compiled[key]
 
-    async def execute(self, run: RunRecord, *, decision: dict[str, Any] | None = None) -> RunStatus:
-        """Run until the run ends or pauses; every outcome is recorded through events."""
+    async def execute(
+        self, run: RunRecord, *, decision: dict[str, Any] | None = None, fresh: bool = False
+    ) -> RunStatus:
+        """Run until the run ends or pauses; every outcome is recorded through events.
+
+        `fresh` says the run never started, so there is no checkpoint to look for.
+        """
         compiled = self.compiled(run.workflow, run.version)
         config = {"configurable": {"thread_id": run.id}, "recursion_limit": _recursion_limit(compiled.workflow)}
-        snapshot = await compiled.app.aget_state(config)
-        fresh = not snapshot.values
+        usage = None
+        pending_interrupt = False
         if fresh:
             self.saver.mark_new(run.id)
-        meter = Meter(compiled.workflow.spec.budget, None if fresh else snapshot.values.get("usage"))
+        else:
+            snapshot = await compiled.app.aget_state(config)
+            fresh = not snapshot.values
+            usage = None if fresh else snapshot.values.get("usage")
+            pending_interrupt = bool(snapshot.interrupts)
+        meter = Meter(compiled.workflow.spec.budget, usage)
         ctx = RunContext(
             run_id=run.id,
             workflow=compiled.workflow,
@@ -81,7 +91,7 @@ class Engine:
         )
         if fresh:
             graph_input: Any = initial_state(compiled.graph, run.inputs)
-        elif decision is not None and snapshot.interrupts:
+        elif decision is not None and pending_interrupt:
             graph_input = Command(resume=decision)
         else:
             graph_input = None
@@ -96,18 +106,18 @@ class Engine:
                 raise BudgetExceededError("wall", run.active_s, meter.wall or 0)
             try:
                 async with asyncio.timeout(remaining):
-                    await compiled.app.ainvoke(graph_input, config, context=ctx, durability="sync")
+                    values = await compiled.app.ainvoke(graph_input, config, context=ctx, durability="sync")
             except TimeoutError:
                 raise BudgetExceededError(
                     "wall", round(run.active_s + time.monotonic() - started, 3), meter.wall or 0
                 ) from None
-            snapshot = await compiled.app.aget_state(config)
-            if snapshot.interrupts:
-                payload = snapshot.interrupts[0].value
+            interrupts = values.get("__interrupt__")
+            if interrupts:
+                payload = interrupts[0].value
                 self.bus.emit(ApprovalRequested(run_id=run.id, node_id=payload["node_id"], message=payload["message"]))
                 status = "waiting_approval"
             else:
-                outputs = ctx.redact(_outputs(compiled, snapshot.values))
+                outputs = ctx.redact(_outputs(compiled, values))
         except BudgetExceededError as exc:
             status, error = "budget_exceeded", str(exc)
             self.bus.emit(BudgetExceeded(run_id=run.id, limit=exc.limit, used=exc.used, allowed=exc.allowed))

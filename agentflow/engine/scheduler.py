@@ -8,7 +8,8 @@ down a branch the switch did not take).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agentflow.spec.graph import Graph
@@ -25,37 +26,52 @@ class Plan:
 
 
 def plan(
-    graph: Graph, status: Mapping[str, str], selected: Mapping[str, str | None], changed: frozenset[str] = frozenset()
+    graph: Graph,
+    status: Mapping[str, str],
+    selected: Mapping[str, str | None],
+    changed: frozenset[str] = frozenset(),
+    *,
+    candidates: Iterable[str] | None = None,
 ) -> Plan:
-    """`changed`: nodes this step finished; their dependents that also wait on running nodes are undecided."""
+    """Decide pending nodes, in graph order; `changed` are the nodes this step finished.
+
+    Without `candidates` every node is considered; with them, only those and the dependents of
+    nodes skipped on the way (a node's readiness changes only when a prerequisite finishes).
+    Dependents of `changed` that also wait on running nodes are reported as undecided.
+    """
     current = dict(status)
-    changed = set(changed)
+    changed_now = set(changed)
     result = Plan()
-    progress = True
-    while progress:
-        progress = False
-        for node_id in graph.order:
-            if current.get(node_id, "pending") != "pending":
-                continue
-            preds = graph.preds[node_id]
-            states = [current.get(pred, "pending") for pred in preds]
-            if any(state not in FINISHED for state in states):
-                if preds & changed and all(state in FINISHED or state == "running" for state in states):
-                    result.undecided = True
-                continue
-            if node_id in graph.selected_by:
-                runs = any(
-                    current.get(switch) == "done" and selected.get(switch) == node_id
-                    for switch in graph.selected_by[node_id]
-                )
-            else:
-                runs = not preds or "done" in states
-            if runs:
-                current[node_id] = "running"
-                result.start.append(node_id)
-            else:
-                current[node_id] = "skipped"
-                result.skip.append(node_id)
-                changed.add(node_id)
-                progress = True
+    rank = graph.rank
+    queue = [(rank[node_id], node_id) for node_id in (graph.order if candidates is None else set(candidates))]
+    heapq.heapify(queue)
+    queued = {node_id for _, node_id in queue}
+    while queue:
+        _, node_id = heapq.heappop(queue)
+        queued.discard(node_id)
+        if current.get(node_id, "pending") != "pending":
+            continue
+        preds = graph.preds[node_id]
+        states = [current.get(pred, "pending") for pred in preds]
+        if any(state not in FINISHED for state in states):
+            if preds & changed_now and all(state in FINISHED or state == "running" for state in states):
+                result.undecided = True
+            continue
+        if node_id in graph.selected_by:
+            runs = any(
+                current.get(switch) == "done" and selected.get(switch) == node_id for switch in graph.selected_by[node_id]
+            )
+        else:
+            runs = not preds or "done" in states
+        if runs:
+            current[node_id] = "running"
+            result.start.append(node_id)
+            continue
+        current[node_id] = "skipped"
+        result.skip.append(node_id)
+        changed_now.add(node_id)
+        for dependent in graph.succs[node_id]:
+            if dependent not in queued:
+                queued.add(dependent)
+                heapq.heappush(queue, (rank[dependent], dependent))
     return result

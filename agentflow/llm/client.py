@@ -237,9 +237,13 @@ class LLMClient:
             return input_tokens * price.input_per_token + output_tokens * price.output_per_token
         if model.startswith(("ollama/", "ollama_chat/")):
             return 0.0
+        # LiteLLM prices the response itself; None means an unmapped model: cost unknown, not an error.
+        hidden = getattr(response, "_hidden_params", None) or {}
+        if "response_cost" in hidden:
+            return float(hidden["response_cost"] or 0.0)
         try:
             return float(_litellm().completion_cost(completion_response=response) or 0.0)
-        except Exception:  # unmapped models raise; their cost is unknown, not an error
+        except Exception:
             return 0.0
 
 
@@ -256,6 +260,7 @@ class _Request:
     record: Callable[[CallRecord], None]
 
 
+@functools.lru_cache(maxsize=512)
 def provider_of(model: str) -> str | None:
     """LiteLLM's provider for a model name (`openai`, `ollama`...), or its prefix if LiteLLM does not know."""
     try:

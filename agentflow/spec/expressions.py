@@ -111,7 +111,8 @@ def evaluate(expression: str, state: Mapping[str, Any]) -> Any:
         raise ExpressionError(str(error).replace("\n", " "), expression) from None
 
 
-def _segments(template: str) -> list[tuple[int, int, str]]:
+@lru_cache(maxsize=4096)
+def _segments(template: str) -> tuple[tuple[int, int, str], ...]:
     """(start, end, expression) of each `{{ }}` segment; quotes and `{a: b}` braces inside are respected."""
     found: list[tuple[int, int, str]] = []
     start = template.find(_OPEN)
@@ -139,7 +140,7 @@ def _segments(template: str) -> list[tuple[int, int, str]]:
             raise ExpressionError("`{{` is never closed with `}}`", template, start + 1)
         found.append((start, end + len(_CLOSE), template[start + len(_OPEN) : end].strip()))
         start = template.find(_OPEN, end + len(_CLOSE))
-    return found
+    return tuple(found)
 
 
 def template_expressions(template: str) -> list[str]:

@@ -31,6 +31,14 @@ class Graph:
     loop_bodies: dict[str, frozenset[str]]
     order: tuple[str, ...]
     problems: list[GraphProblem] = field(default_factory=list)
+    _rank: dict[str, int] | None = None
+
+    @property
+    def rank(self) -> dict[str, int]:
+        """Position of each node in `order` (cached: the scheduler asks at every step)."""
+        if self._rank is None:
+            self._rank = {node_id: index for index, node_id in enumerate(self.order)}
+        return self._rank
 
     @property
     def roots(self) -> tuple[str, ...]:

@@ -181,3 +181,20 @@ def m002_chat(db: sqlite_utils.Database) -> None:
         },
         pk=("session_id", "number"),
     )
+
+
+@migration
+def m003_traces(db: sqlite_utils.Database) -> None:
+    # The trace export state of finished runs, owned by agentflow.observability.exporter. A table of
+    # its own rather than columns on `runs`: `runs` rows map 1:1 onto RunRecord, and the exporter's
+    # bookkeeping (attempts, errors) is not part of a run. No row (or state 'pending') = not exported yet.
+    table = db.table("run_traces")
+    table.create(
+        {"run_id": str, "trace_id": str, "state": str, "error": str, "attempts": int, "updated_at": float},
+        pk="run_id",
+        not_null={"state"},
+        defaults={"attempts": 0},
+    )
+    table.create_index(["state", "updated_at"])
+    # Finding finished-but-unexported runs walks finished runs only, in the order they finished.
+    db.execute("CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL")

@@ -43,24 +43,55 @@ class BatchWriter:
         self._submitted = 0
         self._committed = 0
         self._lock = threading.Lock()
+        self._closed = False
+        # Operations submitted from an event loop are handed over once per loop iteration, not one
+        # by one: each hand-over wakes the writer thread, and the GIL ping-pong costs more than the work.
+        self._pending: list[tuple[Operation, Future[Any], int]] = []
+        self._scheduled = False
         self._thread = threading.Thread(target=self._loop, name=f"agentflow-writer:{path.name}", daemon=True)
         self._ready: Future[None] = Future()
         self._thread.start()
         self._ready.result()
 
-    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        """Queue an operation; its future resolves once its batch is committed."""
+    def submit(self, operation: Callable[[sqlite3.Connection], T], *, now: bool = False) -> Future[T]:
+        """Queue an operation; its future resolves once its batch is committed.
+
+        With `now`, hand it (and anything pending before it) to the writer at once: for callers that
+        block on the result, which from an event loop would otherwise wait for an iteration that never comes.
+        """
         future: Future[T] = Future()
+        loop: asyncio.AbstractEventLoop | None = None
+        if not now:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        else:
+            self._hand_over()
         with self._lock:
-            if not self._thread.is_alive():
+            if self._closed:
                 raise RuntimeError("the store is closed")
             self._submitted += 1
-            self._queue.put((operation, future, self._submitted))
+            item = (operation, future, self._submitted)
+            if loop is None:
+                self._queue.put(item)
+                return future
+            self._pending.append(item)
+            if self._scheduled:
+                return future
+            self._scheduled = True
+        loop.call_soon(self._hand_over)
         return future
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            batch, self._pending, self._scheduled = self._pending, [], False
+            if batch:
+                self._queue.put(batch)
 
     def call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run an operation and wait until it is committed (for sync callers)."""
-        return self.submit(operation).result()
+        return self.submit(operation, now=True).result()
 
     async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.wrap_future(self.submit(operation))
@@ -72,16 +103,21 @@ class BatchWriter:
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed."""
         if self.pending:
-            await asyncio.wrap_future(self.submit(_noop))
+            future = self.submit(_noop)
+            self._hand_over()
+            await asyncio.wrap_future(future)
 
     def flush_sync(self) -> None:
         if self.pending:
+            self._hand_over()
             self.call(_noop)
 
     def close(self) -> None:
+        self._hand_over()
         with self._lock:
-            if not self._thread.is_alive():
+            if self._closed:
                 return
+            self._closed = True
             self._queue.put(_STOP)
         self._thread.join()
 
@@ -104,6 +140,8 @@ class BatchWriter:
             for item in batch:
                 if item is _STOP:
                     stopping = True
+                elif isinstance(item, list):
+                    work.extend(item)
                 else:
                     work.append(item)
             if work:
