@@ -33,6 +33,12 @@ class Settings:
     max_concurrent_runs: int = 8
     sqlite_synchronous: str = "NORMAL"
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # The web server (`python app.py`, `agentflow serve`); see agentflow/web/auth.py for the rules.
+    host: str = "127.0.0.1"
+    port: int = 7860
+    user: str = "admin"
+    password: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -51,6 +57,11 @@ class Settings:
             max_concurrent_runs=int(_number(env, "AGENTFLOW_MAX_CONCURRENT_RUNS", 8)),
             sqlite_synchronous=_choice(env, "AGENTFLOW_SQLITE_SYNCHRONOUS", "NORMAL", ("NORMAL", "FULL")),
             prices=_prices(env.get("AGENTFLOW_PRICES", "")),
+            host=env.get("AGENTFLOW_HOST", "").strip() or "127.0.0.1",
+            port=_port(env),
+            user=env.get("AGENTFLOW_USER", "").strip() or "admin",
+            password=env.get("AGENTFLOW_PASSWORD") or None,
+            api_token=env.get("AGENTFLOW_API_TOKEN") or None,
         )
 
 
@@ -65,6 +76,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name} must not be negative")
     return value
+
+
+def _port(env: Mapping[str, str]) -> int:
+    raw = env.get("AGENTFLOW_PORT", "").strip()
+    if not raw:
+        return 7860
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
+        raise SettingsError(f"AGENTFLOW_PORT={raw!r} is not a TCP port; give a number from 1 to 65535, e.g. 7860")
+    return int(raw)
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

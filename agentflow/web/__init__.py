@@ -1,0 +1,1 @@
+"""The web server: REST API, auth, and the Gradio UI mounted in one FastAPI app."""

@@ -1,0 +1,237 @@
+"""Tracing: what exporting every run to MLflow costs, and how fast traces reach MLflow's SQLite store.
+
+(a) Run throughput with tracing on vs off, side by side in one process: two AgentFlow
+    instances (each its own data directory), one with `attach_tracing` to an MLflow SQLite
+    store, run rounds of RUNS concurrent runs of a 3-LLM-node chain against the fake
+    OpenAI server (a child process, LATENCY s per reply), alternating on/off after a
+    warm-up round each. The "on" rounds include whatever exporting overlaps the runs; the
+    traces still queued when the round's last run finishes are drained before the next
+    round and reported as the export lag.
+(b) Traces exported per second by `TraceExporter` + `MlflowTracer`: TRACES finished runs
+    (the same workflow) wait in a store; an exporter is started on it and timed until its
+    `flush()` returns (reading events, building traces, `log_spans`, recording trace ids).
+(c) MLflow's own path on the same kind of trace (root + 3 nodes + 3 LLM spans) with
+    `mlflow.start_span` and its default async logging, timed until
+    `mlflow.flush_trace_async_logging()` returns: its drain rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import Report, main_for, median
+from benchmarks._fake_server import serve
+
+RUNS = 200
+ROUNDS = 3
+WARM_UP = 20
+TRACES = 500
+FLUENT_TRACES = 100
+LATENCY = 0.01
+MODEL = "openai/bench"
+TARGET_OVERHEAD = 0.10
+TARGET_EXPORTS = 100.0
+
+WORKFLOW = f"""\
+apiVersion: agentflow/v1
+kind: Workflow
+metadata:
+  name: bench-traced-chain
+spec:
+  inputs: {{question: string}}
+  nodes:
+    first: {{type: llm, model: {MODEL}, prompt: "Say something about {{{{ inputs.question }}}}."}}
+    second: {{type: llm, model: {MODEL}, prompt: "Answer this: {{{{ first }}}}", needs: first}}
+    third: {{type: llm, model: {MODEL}, prompt: "Summarise this: {{{{ second }}}}", needs: second}}
+  outputs:
+    answer: "{{{{ third }}}}"
+"""
+
+
+def _settings(home: Path, base_url: str, runs: int) -> Any:
+    from agentflow.settings import Settings
+
+    return Settings(home=home, max_concurrent_runs=runs, api_base=base_url, api_key="x", llm_retries=0)
+
+
+def _trace_settings(home: Path) -> Any:
+    from agentflow.observability import TraceSettings
+
+    return TraceSettings.from_env(home, environ={})
+
+
+async def _round(flow: Any, version: Any, runs: int) -> float:
+    started = time.perf_counter()
+    records = [flow.submit(version, {"question": f"q{index}"}) for index in range(runs)]
+    statuses = await asyncio.gather(*(flow.executor.run(record.id) for record in records))
+    elapsed = time.perf_counter() - started
+    if any(status != "succeeded" for status in statuses):
+        raise RuntimeError(f"{sum(status != 'succeeded' for status in statuses)} of {runs} runs did not succeed")
+    return elapsed
+
+
+def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> dict[str, list[float]]:
+    from agentflow.observability import attach_tracing
+    from agentflow.runtime import AgentFlow
+
+    async def main() -> dict[str, list[float]]:
+        off = AgentFlow.open(_settings(tmp / "off", base_url, runs))
+        on = AgentFlow.open(_settings(tmp / "on", base_url, runs))
+        exporter = attach_tracing(on, _trace_settings(tmp / "on"))
+        versions = {"off": off.save_workflow(WORKFLOW), "on": on.save_workflow(WORKFLOW)}
+        flows = {"off": off, "on": on}
+        times: dict[str, list[float]] = {"off": [], "on": [], "lag": []}
+        for name in ("off", "on"):  # warm-up: imports (mlflow's included), compiling, connections
+            await _round(flows[name], versions[name], WARM_UP)
+        if not await asyncio.to_thread(exporter.flush, 120):
+            raise RuntimeError(f"the warm-up traces were not exported: {exporter.status()}")
+        for _ in range(rounds):
+            for name in ("off", "on"):
+                times[name].append(await _round(flows[name], versions[name], runs))
+            lag = time.perf_counter()
+            if not await asyncio.to_thread(exporter.flush, 300):
+                raise RuntimeError(f"traces not exported: {exporter.status()}")
+            times["lag"].append(time.perf_counter() - lag)
+        status = exporter.status()
+        expected = WARM_UP + rounds * runs
+        if (status["exported"], status["pending"], status["failed"]) != (expected, 0, 0):
+            raise RuntimeError(f"expected {expected} exported traces, got {status}")
+        exporter.close()
+        off.close()
+        on.close()
+        return times
+
+    return asyncio.run(main())
+
+
+def export_rate(tmp: Path, base_url: str, traces: int) -> tuple[float, float]:
+    """(traces/s, seconds) for the exporter draining a backlog of `traces` finished runs."""
+    from agentflow.observability import attach_tracing
+    from agentflow.observability.mlflow_tracer import MlflowTracer
+    from agentflow.runtime import AgentFlow
+
+    home = tmp / "backlog"
+    flow = AgentFlow.open(_settings(home, base_url, 100))
+    version = flow.save_workflow(WORKFLOW)
+
+    async def fill() -> None:
+        for start in range(0, traces, 100):
+            await _round(flow, version, min(100, traces - start))
+
+    asyncio.run(fill())
+    settings = _trace_settings(home)
+    tracer = MlflowTracer(settings)
+    tracer.experiment_id("bench-traced-chain")  # MLflow's import and database creation are not export work
+    started = time.perf_counter()
+    exporter = attach_tracing(flow, settings, tracer=tracer)
+    if not exporter.flush(600):
+        raise RuntimeError(f"the backlog was not exported: {exporter.status()}")
+    elapsed = time.perf_counter() - started
+    if exporter.status()["exported"] != traces:
+        raise RuntimeError(f"expected {traces} exported traces, got {exporter.status()}")
+    exporter.close()
+    flow.close()
+    return traces / elapsed, elapsed
+
+
+def fluent_rate(tmp: Path, traces: int) -> tuple[float, float, float]:
+    """(traces/s drained, ms per trace on the caller's path, seconds) for `mlflow.start_span` + async logging."""
+    from agentflow.observability.mlflow_tracer import import_mlflow
+
+    mlflow = import_mlflow()
+    from mlflow.entities import SpanType
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    mlflow.set_tracking_uri(_trace_settings(tmp / "fluent").tracking_uri)
+    mlflow.set_experiment("fluent")
+    usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+
+    def one(index: int) -> None:
+        with mlflow.start_span("bench-traced-chain", span_type=SpanType.CHAIN) as root:
+            root.set_inputs({"question": f"q{index}"})
+            for name in ("first", "second", "third"):
+                with mlflow.start_span(name, span_type=SpanType.LLM) as node:
+                    with mlflow.start_span(MODEL, span_type=SpanType.CHAT_MODEL) as call:
+                        call.set_attributes({SpanAttributeKey.CHAT_USAGE: usage, SpanAttributeKey.MODEL: MODEL})
+                    node.set_outputs("ok")
+            root.set_outputs({"answer": "ok"})
+
+    one(-1)  # warm-up: database creation, experiment
+    mlflow.flush_trace_async_logging()
+    started = time.perf_counter()
+    for index in range(traces):
+        one(index)
+    created = time.perf_counter() - started
+    mlflow.flush_trace_async_logging()
+    elapsed = time.perf_counter() - started
+    found = mlflow.MlflowClient().search_traces(
+        locations=[mlflow.get_experiment_by_name("fluent").experiment_id], max_results=traces + 10
+    )
+    if len(found) != traces + 1:
+        raise RuntimeError(f"MLflow logged {len(found)} of {traces + 1} traces")
+    return traces / elapsed, created * 1000 / traces, elapsed
+
+
+def run(rounds: int = ROUNDS, runs: int = RUNS, traces: int = TRACES, fluent: int = FLUENT_TRACES) -> Report:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    report = Report("tracing")
+    with tempfile.TemporaryDirectory(prefix="agentflow-bench-") as tmp, serve("process", LATENCY) as base_url:
+        times = throughput(Path(tmp), base_url, rounds, runs)
+        exported, export_seconds = export_rate(Path(tmp), base_url, traces)
+        drained, caller_ms, fluent_seconds = fluent_rate(Path(tmp), fluent)
+    off, on = runs / median(times["off"]), runs / median(times["on"])
+    overhead = 1 - on / off
+    lag = median(times["lag"])
+    report.add(f"runs/s, tracing off ({runs} concurrent 3-LLM-node runs)", off, "runs/s")
+    report.add("runs/s, tracing on (MLflow SQLite)", on, "runs/s")
+    report.add(
+        "throughput lost to tracing",
+        overhead * 100,
+        "%",
+        target=f"<= {TARGET_OVERHEAD:.0%}",
+        ok=overhead <= TARGET_OVERHEAD,
+        note=f"pairwise median {median([1 - b / a for a, b in zip(times['on'], times['off'], strict=True)]):.1%}",
+    )
+    report.add("export lag after a round's last run", lag, "s", note=f"{runs} traces per round")
+    report.add(
+        f"traces exported/s, TraceExporter backlog of {traces}",
+        exported,
+        "traces/s",
+        target=f">= {TARGET_EXPORTS:.0f}/s",
+        ok=exported >= TARGET_EXPORTS,
+    )
+    report.add(
+        f"traces/s, mlflow.start_span + async logging ({fluent})",
+        drained,
+        "traces/s",
+        note=f"{caller_ms:.1f} ms per trace on the caller's path",
+    )
+    report.add("exporter / MLflow's async logging", exported / drained, "x", note="reference")
+    report.details = {
+        "runs": runs,
+        "rounds": rounds,
+        "latency_s": LATENCY,
+        "seconds_per_round": {name: [round(value, 3) for value in values] for name, values in times.items()},
+        "export_seconds": round(export_seconds, 2),
+        "fluent_seconds": round(fluent_seconds, 2),
+    }
+    return report
+
+
+def _cli() -> Report:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tracing")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--traces", type=int, default=TRACES)
+    args = parser.parse_args()
+    return run(args.rounds, args.runs, args.traces)
+
+
+if __name__ == "__main__":
+    main_for(_cli)
