@@ -337,10 +337,9 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["AGENTFLOW_HOST"] = args.host
     if args.port:
         os.environ["AGENTFLOW_PORT"] = str(args.port)
-    from app import main as serve_main  # the repository's app.py: one way to start the server
+    from agentflow.web.main import main as serve
 
-    serve_main()
-    return 0
+    return serve()
 
 
 if __name__ == "__main__":
