@@ -10,7 +10,7 @@ import sys
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from agentflow.web.main import main  # noqa: E402
+from agentflow.web.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

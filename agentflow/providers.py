@@ -32,7 +32,7 @@ class Provider:
 
 def _ollama_models(base: str, timeout: float) -> list[str] | None:
     try:
-        with urllib.request.urlopen(f"{base.rstrip('/')}/api/tags", timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base.rstrip('/')}/api/tags", timeout=timeout) as response:
             data = json.load(response)
     except (OSError, ValueError):
         return None
@@ -63,7 +63,8 @@ def detect(
             bool(custom),
             f"AGENTFLOW_API_BASE={custom}" if custom else "AGENTFLOW_API_BASE not set",
             None,
-            "For vLLM, LM Studio, llama.cpp or any OpenAI-compatible server: set AGENTFLOW_API_BASE=http://host:port/v1, "
+            "For vLLM, LM Studio, llama.cpp or any OpenAI-compatible server: "
+            "set AGENTFLOW_API_BASE=http://host:port/v1, "
             "AGENTFLOW_API_KEY if it needs one, and AGENTFLOW_MODEL=openai/<model-name>.",
         )
     )

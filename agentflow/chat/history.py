@@ -69,7 +69,8 @@ class ChatHistory:
         session = Session(session_id or uuid.uuid4().hex, channel, None, model, 0, now, now)
         self.store.writer.call(
             lambda conn: conn.execute(
-                "INSERT OR IGNORE INTO chat_sessions (id, channel, title, model, current_version, created_at, updated_at) "
+                "INSERT OR IGNORE INTO chat_sessions "
+                "(id, channel, title, model, current_version, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, 0, ?, ?)",
                 (session.id, channel, None, model, now, now),
             )

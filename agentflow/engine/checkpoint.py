@@ -79,7 +79,7 @@ class DurableSaver(InMemorySaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self.get_tuple(config)
 
-    def list(self, config: RunnableConfig | None, **kwargs: Any):  # type: ignore[no-untyped-def, override]
+    def list(self, config: RunnableConfig | None, **kwargs: Any):
         if config is not None:
             self._ensure_loaded(config["configurable"]["thread_id"])
         return super().list(config, **kwargs)

@@ -57,7 +57,7 @@ def compile_workflow(workflow: Workflow, graph: Graph, checkpointer: Any) -> Any
         else:
             builder.add_node(node_id, _work(node_id))
     builder.add_node(SCHEDULER, _schedule)
-    builder.add_node(BRANCH, _branch)
+    builder.add_node(BRANCH, _branch)  # type: ignore[arg-type]  # a Send target takes its payload, not the state
     builder.add_conditional_edges(START, _started)
     return builder.compile(checkpointer=checkpointer)
 
@@ -293,7 +293,8 @@ async def _schedule(state: RunState, runtime: Runtime[RunContext]) -> Command[An
     ctx = runtime.context
     finished: dict[str, Any] = {}
     for map_id, parts in state.get("parts", {}).items():
-        size, started = state["map_sizes"][map_id]
+        count, started = state["map_sizes"][map_id]
+        size = int(count)
         if len(parts) == size:
             finished[map_id] = [parts[str(index)] for index in range(size)]
             ctx.emit(

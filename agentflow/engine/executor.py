@@ -122,7 +122,7 @@ class Executor:
             }
         task = asyncio.current_task()
         assert task is not None
-        self._tasks[run_id] = task  # type: ignore[assignment]
+        self._tasks[run_id] = task
         try:
             async with self._slots:
                 return await self.engine.execute(run, decision=decision, fresh=fresh)

@@ -26,7 +26,6 @@ from agentflow.engine.state import scope_of
 from agentflow.spec.expressions import MissingSecret, render
 from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.models import Workflow
-
 from agentflow.store.base import RunRecord
 from agentflow.store.sqlite import SQLiteStore
 

@@ -59,7 +59,8 @@ def plan(
             continue
         if node_id in graph.selected_by:
             runs = any(
-                current.get(switch) == "done" and selected.get(switch) == node_id for switch in graph.selected_by[node_id]
+                current.get(switch) == "done" and selected.get(switch) == node_id
+                for switch in graph.selected_by[node_id]
             )
         else:
             runs = not preds or "done" in states

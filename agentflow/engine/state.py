@@ -32,7 +32,7 @@ class RunState(TypedDict, total=False):
     selected: Annotated[dict[str, str | None], merge]
     iterations: Annotated[dict[str, int], merge]
     parts: Annotated[dict[str, Any], merge_parts]
-    map_sizes: Annotated[dict[str, int], merge]
+    map_sizes: Annotated[dict[str, list[float]], merge]  # map id -> [branch count, started at]
     usage: Annotated[dict[str, float], add_usage]
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
@@ -77,7 +77,7 @@ def compile_expression(text: str) -> ParsedResult:
         raise ExpressionError(str(error), text) from None
     except RecursionError:
         raise ExpressionError("the expression nests too deeply", text) from None
-    _check_functions(parsed.parsed, text)
+    _check_functions(cast(dict[str, Any], parsed.parsed), text)
     return parsed
 
 

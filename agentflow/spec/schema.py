@@ -26,7 +26,10 @@ def workflow_json_schema() -> dict[str, Any]:
     # The loader accepts `name: string` as shorthand for `name: {type: string}`; so must editors.
     inputs = schema["$defs"]["Spec"]["properties"]["inputs"]
     inputs["additionalProperties"] = {
-        "anyOf": [inputs["additionalProperties"], {"enum": ["string", "number", "integer", "boolean", "array", "object"]}]
+        "anyOf": [
+            inputs["additionalProperties"],
+            {"enum": ["string", "number", "integer", "boolean", "array", "object"]},
+        ]
     }
     return schema
 

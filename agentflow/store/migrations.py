@@ -19,11 +19,13 @@ def migration(function: Migration) -> Migration:
 
 @migration
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["workflows"].create({"name": str, "latest_version": str, "created_at": float, "updated_at": float}, pk="name")
-    db["workflow_versions"].create(
+    db.table("workflows").create(
+        {"name": str, "latest_version": str, "created_at": float, "updated_at": float}, pk="name"
+    )
+    db.table("workflow_versions").create(
         {"name": str, "version": str, "source": str, "path": str, "created_at": float}, pk=("name", "version")
     )
-    db["runs"].create(
+    db.table("runs").create(
         {
             "id": str,
             "workflow": str,
@@ -48,9 +50,9 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         not_null={"workflow", "version", "status"},
         defaults={"tokens": 0, "cost_usd": 0.0, "steps": 0, "active_s": 0.0, "cancel_requested": 0},
     )
-    db["runs"].create_index(["status", "created_at"])
-    db["runs"].create_index(["workflow", "created_at"])
-    db["node_runs"].create(
+    db.table("runs").create_index(["status", "created_at"])
+    db.table("runs").create_index(["workflow", "created_at"])
+    db.table("node_runs").create(
         {
             "id": int,
             "run_id": str,
@@ -70,10 +72,10 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["node_runs"].create_index(["run_id"])
-    db["events"].create({"id": int, "run_id": str, "type": str, "at": float, "payload": str}, pk="id")
-    db["events"].create_index(["run_id", "id"])
-    db["approvals"].create(
+    db.table("node_runs").create_index(["run_id"])
+    db.table("events").create({"id": int, "run_id": str, "type": str, "at": float, "payload": str}, pk="id")
+    db.table("events").create_index(["run_id", "id"])
+    db.table("approvals").create(
         {
             "id": int,
             "run_id": str,
@@ -88,9 +90,9 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         defaults={"consumed": 0},
     )
-    db["approvals"].create_index(["run_id", "status"])
+    db.table("approvals").create_index(["run_id", "status"])
     # LangGraph checkpoints, written incrementally (one blob per channel version).
-    db["cp_checkpoints"].create(
+    db.table("cp_checkpoints").create(
         {
             "thread_id": str,
             "checkpoint_ns": str,
@@ -103,11 +105,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk=("thread_id", "checkpoint_ns", "checkpoint_id"),
     )
-    db["cp_blobs"].create(
+    db.table("cp_blobs").create(
         {"thread_id": str, "checkpoint_ns": str, "channel": str, "version": str, "type": str, "blob": bytes},
         pk=("thread_id", "checkpoint_ns", "channel", "version"),
     )
-    db["cp_writes"].create(
+    db.table("cp_writes").create(
         {
             "thread_id": str,
             "checkpoint_ns": str,
@@ -150,7 +152,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
 
 @migration
 def m002_chat(db: sqlite_utils.Database) -> None:
-    db["chat_sessions"].create(
+    db.table("chat_sessions").create(
         {
             "id": str,
             "channel": str,
@@ -163,12 +165,12 @@ def m002_chat(db: sqlite_utils.Database) -> None:
         pk="id",
         defaults={"current_version": 0},
     )
-    db["chat_messages"].create(
+    db.table("chat_messages").create(
         {"id": int, "session_id": str, "role": str, "content": str, "meta": str, "created_at": float}, pk="id"
     )
-    db["chat_messages"].create_index(["session_id", "id"])
+    db.table("chat_messages").create_index(["session_id", "id"])
     # Every accepted edit of a session's workflow; `parent` makes undo/redo a walk over a tree.
-    db["config_versions"].create(
+    db.table("config_versions").create(
         {
             "session_id": str,
             "number": int,

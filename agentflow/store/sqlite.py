@@ -73,7 +73,8 @@ class SQLiteStore:
             )
             conn.execute(
                 "INSERT INTO workflows (name, latest_version, created_at, updated_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(name) DO UPDATE SET latest_version = excluded.latest_version, updated_at = excluded.updated_at",
+                "ON CONFLICT(name) DO UPDATE SET latest_version = excluded.latest_version, "
+                "updated_at = excluded.updated_at",
                 (name, version.version, version.created_at, version.created_at),
             )
 
@@ -83,8 +84,8 @@ class SQLiteStore:
     def get_workflow(self, name: str, version: str | None = None) -> WorkflowVersion | None:
         if version is None:
             rows = self._rows(
-                "SELECT v.* FROM workflow_versions v JOIN workflows w ON w.name = v.name AND w.latest_version = v.version "
-                "WHERE w.name = ?",
+                "SELECT v.* FROM workflow_versions v JOIN workflows w "
+                "ON w.name = v.name AND w.latest_version = v.version WHERE w.name = ?",
                 (name,),
             )
         else:
@@ -126,7 +127,8 @@ class SQLiteStore:
     def list_runs(
         self, *, limit: int = 50, statuses: tuple[str, ...] = (), workflow: str | None = None
     ) -> list[RunRecord]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if statuses:
             clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)
@@ -312,7 +314,8 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
         conn.execute("UPDATE runs SET status = 'waiting_approval', owner = NULL WHERE id = ?", (event.run_id,))
     elif isinstance(event, ev.ApprovalDecided):
         conn.execute(
-            "UPDATE approvals SET consumed = 1 WHERE run_id = ? AND node_id = ? AND consumed = 0 AND status != 'pending'",
+            "UPDATE approvals SET consumed = 1 "
+            "WHERE run_id = ? AND node_id = ? AND consumed = 0 AND status != 'pending'",
             (event.run_id, event.node_id),
         )
     elif isinstance(event, ev.RunFinished):
@@ -342,7 +345,7 @@ def _approval(row: sqlite3.Row) -> ApprovalRecord:
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:
-    row = {name: getattr(run, name) for name in RunRecord.__slots__}  # type: ignore[attr-defined]
+    row = {name: getattr(run, name) for name in RunRecord.__slots__}
     for key in _JSON_FIELDS:
         row[key] = None if row[key] is None else _dumps(row[key])
     row["cancel_requested"] = int(row["cancel_requested"])

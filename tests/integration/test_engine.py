@@ -63,7 +63,12 @@ async def test_agent_calls_tools_then_answers(flow: AgentFlow, fake_llm: FakeLLM
         "agent",
         """
         nodes:
-          solve: {type: agent, instructions: Use the calculator., input: What is 6*7?, tools: [calculator], max_turns: 3}
+          solve:
+            type: agent
+            instructions: Use the calculator.
+            input: What is 6*7?
+            tools: [calculator]
+            max_turns: 3
         """,
     )
     run = await run_source(flow, source)
