@@ -170,6 +170,7 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
 
 
 async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.engine.budget import BudgetExceededError
     from agentflow.engine.inputs import InputError
     from agentflow.spec.errors import SpecErrors
 
@@ -181,6 +182,9 @@ async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:
         return USAGE_ERROR
     except InputError as exc:
         raise CLIError(f"{args.file}: {exc}") from None
+    except BudgetExceededError as exc:
+        print(f"error: run refused: {exc}", file=sys.stderr)
+        return EXIT_CODES["budget_exceeded"]
     except OSError as exc:
         raise CLIError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     return await _execute(flow, run.id, args.json, lambda: flow.executor.run(run.id))
@@ -321,9 +325,8 @@ async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
 async def _chat(flow: AgentFlow, args: argparse.Namespace) -> int:
     from agentflow.channels.terminal import chat_loop
     from agentflow.chat.engine import ConversationEngine
-    from agentflow.providers import default_model
 
-    engine = ConversationEngine(flow, model=args.model or default_model())
+    engine = ConversationEngine(flow, model=args.model)
     await flow.executor.start()
     try:
         await chat_loop(flow, engine, args.session)

@@ -11,6 +11,7 @@ from agentflow.engine.context import Services
 from agentflow.engine.events import EventBus
 from agentflow.engine.executor import Executor
 from agentflow.engine.runner import Engine
+from agentflow.observability.costs import Ledger
 from agentflow.settings import Settings
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.loader import MAX_FILE_BYTES
@@ -47,6 +48,7 @@ class AgentFlow:
             environ=os.environ,
             llm_factory=llm_factory,
         )
+        services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
         engine = Engine(store, services, bus)
         return cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
 

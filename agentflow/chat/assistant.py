@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow.chat.prompts import example_source, load_prompt
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
+from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class Assistant:
             return f"error: bad arguments for {name}: {exc.errors(include_url=False)}"
         try:
             return await self._dispatch(workspace, name, args, turn)
-        except (PatchError, InputError, LookupError, ValueError) as exc:
+        except (PatchError, InputError, LookupError, ValueError, BudgetExceededError) as exc:
             return f"error: {exc}"
 
     async def _dispatch(self, workspace: Workspace, name: str, args: Any, turn: Turn) -> str:

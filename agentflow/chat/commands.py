@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from agentflow.chat.history import unified_diff
 from agentflow.chat.prompts import example_names, example_source, example_summary
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
+from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError
 from agentflow.progress import run_summary
 
@@ -58,7 +59,7 @@ async def run_command(engine: ConversationEngine, workspace: Workspace, text: st
         return f"Unknown command /{name}.{hint} Type /help for the list."
     try:
         return await COMMANDS[name][2](engine, workspace, args, turn)
-    except (PatchError, InputError, LookupError, ValueError) as exc:
+    except (PatchError, InputError, LookupError, ValueError, BudgetExceededError) as exc:
         return f"/{name}: {exc}"
 
 

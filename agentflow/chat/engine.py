@@ -50,7 +50,7 @@ CONFIGURE = (
     "- `AGENTFLOW_MODEL=ollama/llama3.2` with Ollama running (`ollama serve`; OLLAMA_API_BASE if not localhost:11434)\n"
     "- `OPENAI_API_KEY=…` (and optionally `AGENTFLOW_MODEL=openai/gpt-4o-mini`)\n"
     "- `ANTHROPIC_API_KEY=…` or `GEMINI_API_KEY=…`\n"
-    "- any OpenAI-compatible server: `AGENTFLOW_API_BASE=http://host:port/v1 AGENTFLOW_MODEL=openai/NAME`\n"
+    "- any OpenAI-compatible server: `AGENTFLOW_API_BASE=http://host:port/v1 AGENTFLOW_MODEL=openai/NAME`\n\n"
     "Everything else works now: type /help, or /new hello then /run."
 )
 
@@ -59,7 +59,7 @@ class ConversationEngine:
     def __init__(self, flow: AgentFlow, *, model: str | None = None, run_wait: float = 15.0) -> None:
         self.flow = flow
         self.history = ChatHistory(flow.store)
-        self.default_model = model if model is not None else flow.settings.model
+        self.default_model = model if model is not None else flow.engine.services.default_model()
         self.run_wait = run_wait
         self.assistant = Assistant(self)
 

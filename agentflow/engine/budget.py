@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentflow.spec.models import Budget, parse_duration
@@ -10,13 +11,15 @@ from agentflow.spec.models import Budget, parse_duration
 class BudgetExceededError(Exception):
     """A run hit one of its limits; `limit` is steps, tokens, usd or wall."""
 
-    def __init__(self, limit: str, used: float, allowed: float) -> None:
+    def __init__(self, limit: str, used: float, allowed: float, *, message: str | None = None) -> None:
         self.limit, self.used, self.allowed = limit, used, allowed
-        unit = {"usd": " USD", "tokens": " tokens", "steps": " steps", "wall": " s"}[limit]
-        super().__init__(
-            f"budget exceeded: {limit} limit of {allowed:g}{unit} reached (used {used:g}{unit}); "
-            f"raise spec.budget.{limit} to allow more"
-        )
+        if message is None:
+            unit = {"usd": " USD", "tokens": " tokens", "steps": " steps", "wall": " s"}.get(limit, "")
+            message = (
+                f"{limit} limit of {allowed:g}{unit} reached (used {used:g}{unit}); "
+                f"raise spec.budget.{limit} to allow more"
+            )
+        super().__init__(f"budget exceeded: {message}")
 
 
 @dataclass(slots=True)
@@ -40,9 +43,19 @@ def add_usage(left: dict[str, float] | None, right: dict[str, float] | None) -> 
 class Meter:
     """The run's usage as it happens (shared by its parallel nodes), against its budget."""
 
-    def __init__(self, budget: Budget, start: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        start: dict[str, float] | None = None,
+        *,
+        guard: Callable[[], None] | None = None,
+        on_spend: Callable[[float], None] | None = None,
+    ) -> None:
         start = start or {}
         self.budget = budget
+        # Budgets beyond this run (daily, per workflow and global) are checked and fed through these.
+        self.guard = guard
+        self.on_spend = on_spend
         self.usage = Usage(int(start.get("steps", 0)), int(start.get("tokens", 0)), float(start.get("usd", 0.0)))
         self.wall = parse_duration(budget.wall) if budget.wall is not None else None
 
@@ -58,7 +71,11 @@ class Meter:
             raise BudgetExceededError("tokens", self.usage.tokens, self.budget.tokens)
         if self.budget.usd is not None and self.usage.usd >= self.budget.usd:
             raise BudgetExceededError("usd", round(self.usage.usd, 6), self.budget.usd)
+        if self.guard is not None:
+            self.guard()
 
     def spend(self, tokens: int, usd: float) -> None:
         self.usage.tokens += tokens
         self.usage.usd += usd
+        if self.on_spend is not None and usd:
+            self.on_spend(usd)

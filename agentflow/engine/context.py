@@ -15,6 +15,7 @@ from agentflow.spec.models import Workflow
 
 if TYPE_CHECKING:
     from agentflow.llm.client import LLMClient
+    from agentflow.observability.costs import Ledger
     from agentflow.tools.registry import ToolRegistry
 
 
@@ -27,7 +28,19 @@ class Services:
     flush: Callable[[], Awaitable[None]]
     environ: Mapping[str, str]
     llm_factory: Callable[[Settings], LLMClient] | None = None
+    ledger: Ledger | None = None
     _llm: LLMClient | None = None
+    _detected: list[str | None] = field(default_factory=list)
+
+    def default_model(self) -> str | None:
+        """AGENTFLOW_MODEL, else the first provider detected on this machine (probed once)."""
+        if self.settings.model:
+            return self.settings.model
+        if not self._detected:
+            from agentflow.providers import default_model
+
+            self._detected.append(default_model(self.environ))
+        return self._detected[0]
 
     @property
     def llm(self) -> LLMClient:

@@ -19,11 +19,20 @@ from typing import Any
 from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
 from agentflow.engine.inputs import prepare_inputs
 from agentflow.engine.runner import Engine
+from agentflow.spec.models import MapNode, Workflow
 from agentflow.store.base import RunRecord
 
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 10.0
 POLL_SECONDS = 0.5
+
+
+def calls_models(workflow: Workflow) -> bool:
+    """Whether a run of this workflow can spend money on models."""
+    return any(
+        node.type in ("llm", "agent") or (isinstance(node, MapNode) and node.node.type in ("llm", "agent"))
+        for node in workflow.spec.nodes.values()
+    )
 
 
 def new_owner() -> str:
@@ -64,7 +73,12 @@ class Executor:
 
     def submit(self, name: str, version: str, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
         """Validate inputs and queue a run durably; raises InputError before anything is recorded."""
-        workflow = self.engine.compiled(name, version).workflow
+        compiled = self.engine.compiled(name, version)
+        workflow = compiled.workflow
+        ledger = self.engine.services.ledger
+        if ledger is not None and calls_models(workflow):
+            # A spent daily budget refuses the run before anything is recorded.
+            ledger.check(workflow.name, workflow.spec.budget.daily_usd)
         run = RunRecord(
             id=uuid.uuid4().hex,
             workflow=name,

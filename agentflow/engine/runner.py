@@ -61,6 +61,19 @@ class Engine:
             self._compiled[key] = Compiled(workflow, graph, compile_workflow(workflow, graph, self.saver))
         return self._compiled[key]
 
+    def meter(self, workflow: Workflow, usage: dict[str, float] | None = None) -> Meter:
+        """The run's budget meter, wired to the daily budgets when a ledger is configured."""
+        ledger = self.services.ledger
+        budget = workflow.spec.budget
+        if ledger is None:
+            return Meter(budget, usage)
+        return Meter(
+            budget,
+            usage,
+            guard=lambda: ledger.check(workflow.name, budget.daily_usd),
+            on_spend=lambda usd: ledger.add(workflow.name, usd),
+        )
+
     async def execute(
         self, run: RunRecord, *, decision: dict[str, Any] | None = None, fresh: bool = False
     ) -> RunStatus:
@@ -79,7 +92,7 @@ class Engine:
             fresh = not snapshot.values
             usage = None if fresh else snapshot.values.get("usage")
             pending_interrupt = bool(snapshot.interrupts)
-        meter = Meter(compiled.workflow.spec.budget, usage)
+        meter = self.meter(compiled.workflow, usage)
         ctx = RunContext(
             run_id=run.id,
             workflow=compiled.workflow,

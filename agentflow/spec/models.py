@@ -213,6 +213,9 @@ class Budget(Strict):
     tokens: int | None = Field(None, ge=1)
     usd: float | None = Field(None, gt=0)
     wall: Duration | None = Field(None, description="Running time, not counting waits for approval")
+    daily_usd: float | None = Field(
+        None, gt=0, description="Spend of all this workflow's runs per day; while spent, its runs are refused"
+    )
 
     _wall = field_validator("wall")(_check_duration)
 

@@ -200,3 +200,38 @@ def m003_traces(db: sqlite_utils.Database) -> None:
     table.create_index(["state", "updated_at"])
     # Finding finished-but-unexported runs walks finished runs only, in the order they finished.
     db.execute("CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL")
+
+
+@migration
+def m004_ledger(db: sqlite_utils.Database) -> None:
+    # One row per provider call, whatever the provider: the cost ledger behind budgets and reports.
+    table = db.table("llm_calls")
+    table.create(
+        {
+            "id": int,
+            "run_id": str,
+            "workflow": str,
+            "node_id": str,
+            "model": str,
+            "provider": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "latency_ms": float,
+            "error": str,
+            "at": float,
+        },
+        pk="id",
+    )
+    table.create_index(["at"])
+    table.create_index(["workflow", "at"])
+    # Backfill from the event log, so the ledger covers calls made before it existed.
+    db.execute(
+        "INSERT INTO llm_calls (run_id, workflow, node_id, model, provider, input_tokens, output_tokens, cost_usd, "
+        "latency_ms, error, at) "
+        "SELECT e.run_id, r.workflow, json_extract(e.payload, '$.node_id'), json_extract(e.payload, '$.model'), "
+        "json_extract(e.payload, '$.provider'), json_extract(e.payload, '$.input_tokens'), "
+        "json_extract(e.payload, '$.output_tokens'), json_extract(e.payload, '$.cost_usd'), "
+        "json_extract(e.payload, '$.latency_ms'), json_extract(e.payload, '$.error'), e.at "
+        "FROM events e JOIN runs r ON r.id = e.run_id WHERE e.type = 'llm_call'"
+    )

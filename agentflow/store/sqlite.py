@@ -300,6 +300,23 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
             "UPDATE runs SET tokens = tokens + ?, cost_usd = cost_usd + ? WHERE id = ?",
             (event.input_tokens + event.output_tokens, event.cost_usd, event.run_id),
         )
+        conn.execute(
+            "INSERT INTO llm_calls (run_id, workflow, node_id, model, provider, input_tokens, output_tokens, cost_usd, "
+            "latency_ms, error, at) SELECT ?, workflow, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM runs WHERE id = ?",
+            (
+                event.run_id,
+                event.node_id,
+                event.model,
+                event.provider,
+                event.input_tokens,
+                event.output_tokens,
+                event.cost_usd,
+                event.latency_ms,
+                event.error,
+                event.at,
+                event.run_id,
+            ),
+        )
     elif isinstance(event, ev.RunStarted):
         conn.execute(
             "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?",

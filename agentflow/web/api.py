@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.events import RunStatus
 from agentflow.engine.inputs import InputError
 from agentflow.progress import run_summary
@@ -320,6 +321,11 @@ async def _input_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
+async def _budget_spent(request: Request, exc: Exception) -> JSONResponse:
+    # 429: the request is fine; the daily budget that allows it is spent until it resets or is raised.
+    return JSONResponse({"detail": str(exc)}, status_code=429)
+
+
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
@@ -335,4 +341,5 @@ def install(app: FastAPI, *, prefix: str = "/api") -> None:
     app.include_router(router, prefix=prefix)
     app.add_exception_handler(SpecErrors, _spec_errors)
     app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(BudgetExceededError, _budget_spent)
     app.add_exception_handler(RequestValidationError, _invalid_request)

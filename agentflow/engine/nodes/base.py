@@ -28,7 +28,7 @@ class Outcome:
 
 def models_for(node: LLMNode | AgentNode, ctx: RunContext) -> list[str]:
     """The node's model or fallback chain, else the workflow default, else AGENTFLOW_MODEL."""
-    chosen = node.model or ctx.workflow.spec.defaults.model or ctx.services.settings.model
+    chosen = node.model or ctx.workflow.spec.defaults.model or ctx.services.default_model()
     if not chosen:
         raise NodeConfigError(
             "no model configured: set `model:` on the node or in spec.defaults, "

@@ -1,0 +1,150 @@
+"""The cost ledger: spend and tokens by day, model, provider, workflow and node; daily budgets.
+
+Every provider call is one row of `llm_calls` (written by the store from the
+engine's events), priced by LiteLLM or by AGENTFLOW_PRICES; local models are
+tokens at zero cost. Daily budgets (per workflow: `spec.budget.daily_usd`;
+global: AGENTFLOW_DAILY_BUDGET_USD) are circuit breakers: while one is spent,
+new runs are refused and running ones stop before their next model call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from agentflow.engine.budget import BudgetExceededError
+from agentflow.store.sqlite import SQLiteStore
+
+GROUPS = {
+    "day": "date(at, 'unixepoch', 'localtime')",
+    "model": "COALESCE(model, '?')",
+    "provider": "COALESCE(provider, '?')",
+    "workflow": "COALESCE(workflow, '?')",
+    "node": "COALESCE(workflow, '?') || '.' || COALESCE(node_id, '?')",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def start_of_day(now: float | None = None) -> float:
+    moment = datetime.fromtimestamp(now if now is not None else time.time())
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def spend(store: SQLiteStore, *, by: str = "day", since: float | None = None) -> list[CostRow]:
+    """Spend grouped by day, model, provider, workflow or node, most expensive (or latest day) first."""
+    if by not in GROUPS:
+        raise ValueError(f"cannot group costs by '{by}'; use one of {', '.join(GROUPS)}")
+    order = "key DESC" if by == "day" else "cost_usd DESC, key"
+    rows = store._rows(
+        f"SELECT {GROUPS[by]} AS key, COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+        "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0) AS cost_usd "
+        f"FROM llm_calls WHERE at >= ? GROUP BY key ORDER BY {order}",
+        (since or 0.0,),
+    )
+    return [
+        CostRow(row["key"], row["calls"], row["input_tokens"], row["output_tokens"], row["cost_usd"]) for row in rows
+    ]
+
+
+def spent(store: SQLiteStore, *, since: float, workflow: str | None = None) -> float:
+    clause, params = ("AND workflow = ?", (since, workflow)) if workflow else ("", (since,))
+    rows = store._rows(f"SELECT COALESCE(SUM(cost_usd), 0) AS total FROM llm_calls WHERE at >= ? {clause}", params)
+    return float(rows[0]["total"])
+
+
+class Ledger:
+    """Today's spend, kept current from the store, checked against the daily budgets."""
+
+    def __init__(self, store: SQLiteStore, *, global_daily_usd: float | None, refresh_seconds: float = 2.0) -> None:
+        self.store = store
+        self.global_daily_usd = global_daily_usd
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._day = 0.0
+        self._read_at = 0.0
+        self._total = 0.0
+        self._by_workflow: dict[str, float] = {}
+
+    def _current(self) -> None:
+        """Re-read today's totals when the day changed or the last read is old (other processes spend too)."""
+        now = time.time()
+        day = start_of_day(now)
+        if day == self._day and now - self._read_at < self.refresh_seconds:
+            return
+        rows = self.store._rows(
+            "SELECT COALESCE(workflow, '') AS workflow, SUM(cost_usd) AS total FROM llm_calls WHERE at >= ? "
+            "GROUP BY workflow",
+            (day,),
+        )
+        self._by_workflow = {row["workflow"]: float(row["total"] or 0.0) for row in rows}
+        self._total = sum(self._by_workflow.values())
+        self._day, self._read_at = day, now
+
+    def add(self, workflow: str, usd: float) -> None:
+        """Count a call at once (the store writes it in its next batch)."""
+        with self._lock:
+            self._current()
+            self._total += usd
+            self._by_workflow[workflow] = self._by_workflow.get(workflow, 0.0) + usd
+
+    def today(self, workflow: str | None = None) -> float:
+        with self._lock:
+            self._current()
+            return self._by_workflow.get(workflow, 0.0) if workflow else self._total
+
+    def check(self, workflow: str, workflow_daily_usd: float | None) -> None:
+        """Raise when the global or the workflow's daily budget is spent."""
+        with self._lock:
+            self._current()
+            total, mine = self._total, self._by_workflow.get(workflow, 0.0)
+        if self.global_daily_usd is not None and total >= self.global_daily_usd:
+            raise BudgetExceededError(
+                "global_daily_usd",
+                round(total, 6),
+                self.global_daily_usd,
+                message=f"the global daily budget of ${self.global_daily_usd:g} is spent (${total:.4f} today); "
+                "runs that call models are refused until midnight, or raise AGENTFLOW_DAILY_BUDGET_USD",
+            )
+        if workflow_daily_usd is not None and mine >= workflow_daily_usd:
+            raise BudgetExceededError(
+                "daily_usd",
+                round(mine, 6),
+                workflow_daily_usd,
+                message=f"the daily budget of workflow '{workflow}' (${workflow_daily_usd:g}, spec.budget.daily_usd) "
+                f"is spent (${mine:.4f} today); its runs are refused until midnight, or raise the budget",
+            )
+
+    def status(self, budgets: dict[str, float]) -> list[dict[str, float | str | bool]]:
+        """Today's spend against each budget (global first), for dashboards."""
+        rows: list[dict[str, float | str | bool]] = []
+        if self.global_daily_usd is not None:
+            total = self.today()
+            rows.append(
+                {
+                    "budget": "global (AGENTFLOW_DAILY_BUDGET_USD)",
+                    "limit_usd": self.global_daily_usd,
+                    "spent_usd": total,
+                    "tripped": total >= self.global_daily_usd,
+                }
+            )
+        for workflow, limit in sorted(budgets.items()):
+            used = self.today(workflow)
+            rows.append(
+                {
+                    "budget": f"{workflow} (spec.budget.daily_usd)",
+                    "limit_usd": limit,
+                    "spent_usd": used,
+                    "tripped": used >= limit,
+                }
+            )
+        return rows

@@ -1,0 +1,400 @@
+"""The Chat tab: the streamed conversation beside the live YAML, its validation, the last diff and a Run form.
+
+A browser keeps its session id in localStorage (`gr.BrowserState`); on load
+the conversation and the workflow are rebuilt from the store, so a reload, a
+closed browser or a restarted server lose nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+from gradio.blocks import Block
+from gradio.components import Component
+
+from agentflow.chat.engine import ConversationEngine, Progress, Reply
+from agentflow.chat.workspace import Workspace
+from agentflow.spec.models import InputSpec
+
+if TYPE_CHECKING:
+    from agentflow.web.server import AppState
+
+log = logging.getLogger(__name__)
+
+MAX_INPUTS = 8  # the Run form's fixed pool of fields; more inputs go through /run k=v
+MAX_ACTIONS = 5
+SESSION_KEY = "agentflow-session"
+PLACEHOLDER = (
+    "Describe the workflow you want — *“I want a workflow that classifies a support ticket and drafts a reply”* — "
+    "or type **/help**, **/examples**, **/new hello**."
+)
+_ENGINE_LOCK = threading.Lock()
+Updates = dict[Block, Any]  # what a handler returns: new values for some of its outputs
+
+
+def engine_of(state: AppState) -> ConversationEngine:
+    """The server's conversation engine, made on first use (the flow only opens when the server starts)."""
+    with _ENGINE_LOCK:
+        if state.chat is None:
+            flow = state.flow
+            # AGENTFLOW_MODEL, else the first provider detected (docs: DESIGN §4, "LLM selection").
+            state.chat = ConversationEngine(flow)
+        engine: ConversationEngine = state.chat
+        return engine
+
+
+def message_text(content: Any) -> str:
+    """A message's text, whether the browser sent blocks (`[{"type": "text", "text": ...}]`) or a client a string."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        if "text" in content:
+            return str(content["text"])
+        return str(content.get("alt_text") or content.get("value") or "")
+    if isinstance(content, list | tuple):
+        return "\n".join(text for text in (message_text(item) for item in content) if text)
+    return str(content)
+
+
+def chat_messages(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{"role": item["role"], "content": message_text(item.get("content"))} for item in history or []]
+
+
+def workflow_inputs(engine: ConversationEngine, source: str | None) -> dict[str, InputSpec]:
+    if not source:
+        return {}
+    workflow = Workspace(engine.flow, engine.history, "").validate(source).workflow
+    return dict(workflow.spec.inputs) if workflow else {}
+
+
+def status_line(errors: list[str], *, saved: int | None, applied: bool, empty: bool = False) -> str:
+    if empty:
+        return "No workflow yet — describe one in the chat, or type `/new` or `/examples`."
+    if errors:
+        count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
+        return f"✗ **Not valid** — {count}, nothing saved:\n" + "\n".join(f"- {error}" for error in errors)
+    if applied:
+        return f"✓ **Valid** — saved as version {saved}"
+    return "✓ **Valid** — not saved yet: **Apply edit** makes it a new version"
+
+
+def run_line(engine: ConversationEngine, run_id: str) -> str:
+    run = engine.flow.store.get_run(run_id)
+    if run is None:
+        return ""
+    line = f"Run `{run.id[:12]}` of **{run.workflow}**: **{run.status}**"
+    if run.error:
+        line += f" — {run.error}"
+    if run.status == "waiting_approval":
+        line += f" — approve it in the Runs tab or with `/approve {run.id[:12]}`"
+    return line + " · details in the **Runs** tab"
+
+
+@dataclass
+class ChatTab:
+    """The Chat tab's components, and how a reply is shown in them."""
+
+    state: AppState
+    session: gr.BrowserState
+    notice: gr.Markdown
+    chatbot: gr.Chatbot
+    message: gr.Textbox
+    send: gr.Button
+    actions: list[gr.Button]
+    status: gr.Markdown
+    editor: gr.Code
+    apply: gr.Button
+    fields: list[gr.Textbox]
+    form_key: gr.State
+    run: gr.Button
+    run_status: gr.Markdown
+    diff: gr.Code
+
+    @property
+    def outputs(self) -> list[Component]:
+        """Everything `show` may update."""
+        return [
+            self.session,
+            self.notice,
+            self.chatbot,
+            self.message,
+            *self.actions,
+            self.status,
+            self.editor,
+            *self.fields,
+            self.form_key,
+            self.run_status,
+            self.diff,
+        ]
+
+    def show(
+        self, engine: ConversationEngine, session_id: str, reply: Reply, form_key: str, *, edited: bool = False
+    ) -> Updates:
+        """The updates for a reply: YAML, status, diff, actions, the Run form and the notice.
+
+        `edited`: the reply answers a hand edit, so an invalid one stays in the editor to be fixed.
+        """
+        updates: Updates = {self.session: session_id}
+        model = engine.model_for(Workspace(engine.flow, engine.history, session_id))
+        updates[self.notice] = gr.update(
+            visible=model is None, value="**No model is configured.** " + engine.not_configured()
+        )
+        if edited and reply.valid is False:
+            updates[self.status] = status_line(reply.errors, saved=reply.version, applied=False)
+        else:
+            status = status_line([], saved=reply.version, applied=True, empty=reply.yaml is None)
+            if reply.valid is False and reply.errors:  # the assistant gave up: its draft was never saved
+                status += "\n\nThe assistant's last draft was not valid, so it was not saved:\n" + "\n".join(
+                    f"- {error}" for error in reply.errors
+                )
+            updates[self.status] = status
+            updates[self.editor] = reply.yaml or ""
+        if reply.diff is None:  # this turn changed nothing: keep showing the edit that made the current version
+            current = engine.history.current(session_id)
+            updates[self.diff] = current.diff if current else ""
+        else:
+            updates[self.diff] = reply.diff
+        actions = [action for action in reply.actions if action != "/run"][:MAX_ACTIONS]
+        for index, button in enumerate(self.actions):
+            label = actions[index] if index < len(actions) else ""
+            updates[button] = gr.update(value=label, visible=bool(label))
+        updates.update(self._form(engine, reply.yaml, form_key))
+        if reply.run_ids:
+            updates[self.run_status] = run_line(engine, reply.run_ids[-1])
+        return updates
+
+    def _form(self, engine: ConversationEngine, source: str | None, form_key: str) -> Updates:
+        inputs = list(workflow_inputs(engine, source).items())
+        key = "|".join(name for name, _ in inputs) if source else ""
+        updates: Updates = {self.form_key: key}
+        for index, field in enumerate(self.fields):
+            if index >= len(inputs):
+                updates[field] = gr.update(visible=False, value="")
+                continue
+            name, spec = inputs[index]
+            hints = [spec.description or ""]
+            if spec.enum:
+                hints.append("one of " + ", ".join(map(str, spec.enum)))
+            if spec.default is not None:
+                hints.append(f"default: {spec.default}")
+            elif spec.is_required:
+                hints.append("required")
+            change: dict[str, Any] = {
+                "visible": True,
+                "label": f"{name} ({spec.type})",
+                "placeholder": " · ".join(hint for hint in hints if hint),
+            }
+            if key != form_key:  # a different set of inputs: clear what was typed for the old ones
+                change["value"] = ""
+            updates[field] = gr.update(**change)
+        if len(inputs) > len(self.fields):
+            updates[self.run_status] = f"This workflow has {len(inputs)} inputs; pass the others with `/run k=v`."
+        return updates
+
+    # -- event handlers --------------------------------------------------------------------------
+
+    def load(self, session_id: str | None, form_key: str) -> Updates:
+        """Rebuild this browser's conversation and workflow from the store."""
+        session_id = session_id or uuid.uuid4().hex
+        engine = engine_of(self.state)
+        history = [{"role": m.role, "content": m.content} for m in engine.history.messages(session_id)]
+        reply = engine.snapshot(session_id)
+        return {self.chatbot: history, **self.show(engine, session_id, reply, form_key)}
+
+    async def turn(
+        self, text: str, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str
+    ) -> AsyncIterator[Updates]:
+        """One chat turn, streamed: the question at once, then the steps, then the reply and the panel."""
+        text = message_text(text).strip()
+        if not text:
+            yield {}
+            return
+        session_id = session_id or uuid.uuid4().hex
+        engine = await asyncio.to_thread(engine_of, self.state)
+        messages = [*chat_messages(history), {"role": "user", "content": text}, {"role": "assistant", "content": "…"}]
+        yield {self.chatbot: messages, self.session: session_id}
+        try:
+            async for item in engine.stream(session_id, text, channel="web"):
+                if isinstance(item, Progress):
+                    messages[-1] = {"role": "assistant", "content": f"⏳ _{item.text}_"}
+                    yield {self.chatbot: messages}
+                else:
+                    messages[-1] = {"role": "assistant", "content": item.text}
+                    yield {self.chatbot: messages, **self.show(engine, session_id, item, form_key)}
+        except Exception as exc:  # a bug, not the model: the model's failures come back as a reply
+            log.exception("chat turn failed")
+            messages[-1] = {"role": "assistant", "content": f"Something went wrong on the server: {exc}"}
+            yield {self.chatbot: messages}
+
+    async def submit(
+        self, text: str, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str
+    ) -> AsyncIterator[Updates]:
+        first = True
+        async for update in self.turn(text, history, session_id, form_key):
+            if first:
+                update = {**update, self.message: ""}
+                first = False
+            yield update
+
+    async def run_form(
+        self, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str, *values: str
+    ) -> AsyncIterator[Updates]:
+        """Run the current workflow with the form's values, as `/run k=v …` in the conversation."""
+        engine = await asyncio.to_thread(engine_of, self.state)
+        current = engine.history.current(session_id) if session_id else None
+        names = list(workflow_inputs(engine, current.source if current else None))
+        pairs = [f"{name}={value}" for name, value in zip(names, values, strict=False) if (value or "").strip()]
+        command = " ".join(["/run", *(shlex.quote(pair) for pair in pairs)])
+        async for update in self.turn(command, history, session_id, form_key):
+            yield update
+
+    def check(self, session_id: str | None, source: str) -> str:
+        """Live validation while typing; nothing is saved."""
+        engine = engine_of(self.state)
+        current = engine.history.current(session_id) if session_id else None
+        if not source.strip():
+            if current is None:
+                return status_line([], saved=None, applied=False, empty=True)
+            return f"✗ **Empty** — nothing to save; reload the page to get version {current.number} back"
+        normalized = source if source.endswith("\n") else source + "\n"
+        applied = current is not None and current.source == normalized
+        return status_line(engine.check(source), saved=current.number if current else None, applied=applied)
+
+    def apply_edit(self, session_id: str | None, source: str, form_key: str) -> Updates:
+        """Save the editor's YAML as a new version, or show its errors (the text stays for fixing)."""
+        session_id = session_id or uuid.uuid4().hex
+        engine = engine_of(self.state)
+        reply = engine.apply_edit(session_id, source)
+        updates = self.show(engine, session_id, reply, form_key, edited=True)
+        if reply.valid is False:
+            del updates[self.diff]  # the last saved edit is still the last edit
+        return updates
+
+
+def build(state: AppState, session: gr.BrowserState) -> ChatTab:
+    """Lay out the Chat tab (inside a `gr.Tab`) and wire its events."""
+    notice = gr.Markdown(visible=False, elem_id="chat-notice")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            chatbot = gr.Chatbot(
+                label="Conversation", height=560, placeholder=PLACEHOLDER, elem_id="chatbot", feedback_options=None
+            )
+            with gr.Row():
+                message = gr.Textbox(
+                    show_label=False,
+                    placeholder="Message the assistant, or /help",
+                    scale=6,
+                    autofocus=True,
+                    elem_id="chat-input",
+                )
+                send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
+            with gr.Row():
+                actions = [
+                    gr.Button(visible=False, size="sm", variant="secondary", elem_classes=["chat-action"])
+                    for _ in range(MAX_ACTIONS)
+                ]
+        with gr.Column(scale=5):
+            status = gr.Markdown(status_line([], saved=None, applied=False, empty=True), elem_id="validation-status")
+            editor = gr.Code(
+                language="yaml",
+                interactive=True,
+                lines=18,
+                max_lines=30,
+                label="Workflow (YAML)",
+                elem_id="yaml-editor",
+            )
+            apply = gr.Button("Apply edit", elem_id="apply-edit")
+            with gr.Accordion("Run", open=True):
+                fields = [gr.Textbox(visible=False, elem_classes=["run-input"]) for _ in range(MAX_INPUTS)]
+                form_key = gr.State("")
+                run = gr.Button("Run", variant="primary", elem_id="run-button")
+                run_status = gr.Markdown(elem_id="run-status")
+            with gr.Accordion("Last edit (diff)", open=False):
+                diff = gr.Code(language=None, interactive=False, lines=8, show_label=False, elem_id="edit-diff")
+    tab = ChatTab(
+        state,
+        session,
+        notice,
+        chatbot,
+        message,
+        send,
+        actions,
+        status,
+        editor,
+        apply,
+        fields,
+        form_key,
+        run,
+        run_status,
+        diff,
+    )
+    wire(tab)
+    return tab
+
+
+def wire(tab: ChatTab) -> None:
+    # Every chat event may run for as long as the model thinks: no per-event queue (the default of 1
+    # would make each person wait for everyone else's turn).
+    unlimited: dict[str, Any] = {"concurrency_limit": None}
+    turn_inputs = [tab.chatbot, tab.session, tab.form_key]
+    for trigger in (tab.message.submit, tab.send.click):
+        trigger(
+            tab.submit,
+            inputs=[tab.message, *turn_inputs],
+            outputs=tab.outputs,
+            api_visibility="private",
+            show_progress="hidden",
+            **unlimited,
+        )
+    for button in tab.actions:
+        button.click(
+            tab.turn, inputs=[button, *turn_inputs], outputs=tab.outputs, api_visibility="private", **unlimited
+        )
+    tab.run.click(
+        tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, api_visibility="private", **unlimited
+    )
+    tab.editor.input(
+        tab.check,
+        inputs=[tab.session, tab.editor],
+        outputs=tab.status,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        api_visibility="private",
+        **unlimited,
+    )
+    # A check started by the last keystrokes may finish after the save: check again once saved, so the
+    # status line always ends up describing what the editor holds now.
+    tab.apply.click(
+        tab.apply_edit,
+        inputs=[tab.session, tab.editor, tab.form_key],
+        outputs=tab.outputs,
+        api_visibility="private",
+        **unlimited,
+    ).then(
+        tab.check,
+        inputs=[tab.session, tab.editor],
+        outputs=tab.status,
+        show_progress="hidden",
+        api_visibility="private",
+        **unlimited,
+    )
+
+    async def chat(message: str, session_id: str = "") -> tuple[str, dict[str, Any]]:
+        """One chat turn: the assistant's reply text, then the reply's details (yaml, valid, errors, version,
+        run_ids, actions) and the session_id to pass on the next call to continue the conversation."""
+        engine = await asyncio.to_thread(engine_of, tab.state)
+        session = session_id.strip() or uuid.uuid4().hex
+        reply = await engine.handle(session, message_text(message), channel="web")
+        return reply.text, {"session_id": session, **reply.to_dict()}
+
+    gr.api(chat, api_name="chat", **unlimited)
