@@ -82,6 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
     chat.add_argument("--model", help="the assistant's model (default: AGENTFLOW_MODEL or the first detected)")
 
+    costs = commands.add_parser("costs", help="spend and tokens from the cost ledger")
+    costs.add_argument(
+        "--since", default="30d", help="a date (2026-11-01), or a span back from now: 7d, 24h (default 30d)"
+    )
+    costs.add_argument("--by", default="day", choices=["day", "model", "provider", "workflow", "node"])
+    costs.add_argument("--json", action="store_true")
+
+    profile = commands.add_parser("profile", help="per-node latency, retries, critical path and cost of a workflow")
+    profile.add_argument("workflow", metavar="WORKFLOW", help="the workflow's name (metadata.name)")
+    profile.add_argument("--last", type=int, default=200, help="how many recent finished runs (default 200)")
+    profile.add_argument("--json", action="store_true")
+
     serve = commands.add_parser("serve", help="start the web app (same as python app.py)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -153,6 +165,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _worker(flow, args)
         if args.command == "chat":
             return await _chat(flow, args)
+        if args.command == "costs":
+            return _costs(flow, args)
+        if args.command == "profile":
+            return _profile(flow, args)
         raise CLIError(f"unknown command {args.command}")
     finally:
         await flow.store.flush()
@@ -320,6 +336,58 @@ async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
     finally:
         await flow.executor.stop()
     return 0
+
+
+def _since(text: str) -> float:
+    import re
+    import time
+    from datetime import datetime
+
+    span = re.fullmatch(r"(\d+)([dh])", text.strip())
+    if span:
+        return time.time() - int(span.group(1)) * (86400 if span.group(2) == "d" else 3600)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise CLIError(f"--since {text!r}: give a date such as 2026-11-01 or a span such as 7d or 24h") from None
+
+
+def _costs(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from agentflow.observability.costs import spend
+
+    rows = spend(flow.store, by=args.by, since=_since(args.since))
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows]))
+        return 0
+    if not rows:
+        print(f"no model calls since {args.since}")
+        return 0
+    print(f"{args.by:<40}{'calls':>8}{'tokens in':>12}{'tokens out':>12}{'cost':>14}")
+    for row in rows:
+        print(f"{row.key[:39]:<40}{row.calls:>8}{row.input_tokens:>12}{row.output_tokens:>12}{row.cost_usd:>14.6f}")
+    total = sum(row.cost_usd for row in rows)
+    print(f"{'total':<40}{sum(r.calls for r in rows):>8}{'':>24}{total:>14.6f}")
+    ledger = flow.engine.services.ledger
+    if ledger is not None and ledger.global_daily_usd is not None:
+        print(f"today: ${ledger.today():.6f} of the ${ledger.global_daily_usd:g} daily budget")
+    return 0
+
+
+def _profile(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from agentflow.observability.profile import profile, render
+
+    result = profile(flow.store, args.workflow, last=args.last)
+    if args.json:
+        print(
+            json.dumps({"workflow": result.workflow, "runs": result.runs, "nodes": [asdict(n) for n in result.nodes]})
+        )
+    else:
+        print(render(result))
+    return 0 if result.runs else 1
 
 
 async def _chat(flow: AgentFlow, args: argparse.Namespace) -> int:
