@@ -1,15 +1,17 @@
 """Tracing: what exporting every run to MLflow costs, and how fast traces reach MLflow's SQLite store.
 
-(a) Run throughput with tracing on vs off, side by side in one process: two AgentFlow
-    instances (each its own data directory), one with `attach_tracing` to an MLflow SQLite
-    store, run rounds of RUNS concurrent runs of a 3-LLM-node chain against the fake
-    OpenAI server (a child process, LATENCY s per reply), alternating on/off after a
-    warm-up round each. The "on" rounds include whatever exporting overlaps the runs; the
-    traces still queued when the round's last run finishes are drained before the next
-    round and reported as the export lag.
-(b) Traces exported per second by `TraceExporter` + `MlflowTracer`: TRACES finished runs
-    (the same workflow) wait in a store; an exporter is started on it and timed until its
-    `flush()` returns (reading events, building traces, `log_spans`, recording trace ids).
+(a) Run throughput with tracing on vs off, side by side in one process: three AgentFlow
+    instances (each its own data directory): tracing off; `attach_tracing` as the app sets
+    it up (MLflow SQLite, exported from a child process); and exporting from a thread of
+    this process (AGENTFLOW_TRACE_IN_PROCESS), for reference. Each runs rounds of RUNS
+    concurrent runs of a 3-LLM-node chain against the fake OpenAI server (a child process,
+    LATENCY s per reply), in turn, after a warm-up round each. The "on" rounds include
+    whatever exporting overlaps the runs; the traces still queued when a round's last run
+    finishes are drained before the next round (reported as the export lag).
+(b) Traces exported per second by `TraceExporter` + `MlflowTracer` in its child process:
+    TRACES finished runs (the same workflow) wait in a store; an exporter is started on it
+    and timed until its `flush()` returns (reading events, building traces, `log_spans`,
+    recording trace ids). Starting the child and creating MLflow's database are excluded.
 (c) MLflow's own path on the same kind of trace (root + 3 nodes + 3 LLM spans) with
     `mlflow.start_span` and its default async logging, timed until
     `mlflow.flush_trace_async_logging()` returns: its drain rate.
@@ -81,12 +83,15 @@ async def _round(flow: Any, version: Any, runs: int) -> float:
     return elapsed
 
 
-def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> dict[str, list[float]]:
-    """Seconds per round: tracing off, on (MLflow in a child process, the default), on in a thread."""
-    from agentflow.observability import attach_tracing
+Seconds = dict[str, list[float]]
+
+
+def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> tuple[Seconds, Seconds]:
+    """Wall and CPU seconds per round: tracing off, on (MLflow in a child process, the default), on in a thread."""
+    from agentflow.observability import ProcessTracer, attach_tracing
     from agentflow.runtime import AgentFlow
 
-    async def main() -> dict[str, list[float]]:
+    async def main() -> tuple[Seconds, Seconds]:
         flows = {name: AgentFlow.open(_settings(tmp / name, base_url, runs)) for name in MODES}
         exporters = {
             "process": attach_tracing(flows["process"], _trace_settings(tmp / "process")),
@@ -94,6 +99,8 @@ def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> dict[str, li
         }
         versions = {name: flow.save_workflow(WORKFLOW) for name, flow in flows.items()}
         times: dict[str, list[float]] = {name: [] for name in (*MODES, "lag")}
+        # CPU seconds per round, this process (all threads) and the tracing child, the drain included.
+        cpu: dict[str, list[float]] = {name: [] for name in (*MODES, "child")}
 
         async def drain(exporter: Any) -> float:
             started = time.perf_counter()
@@ -105,13 +112,18 @@ def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> dict[str, li
             await _round(flows[name], versions[name], WARM_UP)
             if name in exporters:
                 await drain(exporters[name])
+        child = exporters["process"].tracer
+        assert isinstance(child, ProcessTracer) and child.pid is not None
         for _ in range(rounds):
             for name in MODES:
+                started, child_started = time.process_time(), _cpu_seconds(child.pid)
                 times[name].append(await _round(flows[name], versions[name], runs))
                 if name in exporters:  # the next round starts with nothing left to export
                     lag = await drain(exporters[name])
                     if name == "process":
                         times["lag"].append(lag)
+                        cpu["child"].append(_cpu_seconds(child.pid) - child_started)
+                cpu[name].append(time.process_time() - started)
         for exporter in exporters.values():
             status = exporter.status()
             expected = WARM_UP + rounds * runs
@@ -120,9 +132,15 @@ def throughput(tmp: Path, base_url: str, rounds: int, runs: int) -> dict[str, li
             exporter.close()
         for flow in flows.values():
             flow.close()
-        return times
+        return times, cpu
 
     return asyncio.run(main())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def export_rate(tmp: Path, base_url: str, traces: int) -> tuple[float, float]:
@@ -200,7 +218,7 @@ def run(rounds: int = ROUNDS, runs: int = RUNS, traces: int = TRACES, fluent: in
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     report = Report("tracing")
     with tempfile.TemporaryDirectory(prefix="agentflow-bench-") as tmp, serve("process", LATENCY) as base_url:
-        times = throughput(Path(tmp), base_url, rounds, runs)
+        times, cpu = throughput(Path(tmp), base_url, rounds, runs)
         exported, export_seconds = export_rate(Path(tmp), base_url, traces)
         drained, caller_ms, fluent_seconds = fluent_rate(Path(tmp), fluent)
     off, on, thread = (runs / median(times[name]) for name in MODES)
@@ -217,6 +235,14 @@ def run(rounds: int = ROUNDS, runs: int = RUNS, traces: int = TRACES, fluent: in
         note=f"pairwise median {pairwise:.1%}",
     )
     report.add("  lost when exporting from a thread instead", thread_overhead * 100, "%", note="reference")
+    per_run = {name: median(cpu[name]) * 1000 / runs for name in (*MODES, "child")}
+    report.add(
+        "CPU per run in the app process, tracing off",
+        per_run["off"],
+        "ms",
+        note=f"on: {per_run['process']:.1f} ms, in a thread: {per_run['thread']:.1f} ms",
+    )
+    report.add("CPU per trace in the tracing child process", per_run["child"], "ms", note="MLflow's store")
     report.add("export lag after a round's last run", median(times["lag"]), "s", note=f"{runs} traces per round")
     ratio = exported / drained
     report.add(f"traces exported/s, TraceExporter, backlog of {traces}", exported, "traces/s")
@@ -240,6 +266,7 @@ def run(rounds: int = ROUNDS, runs: int = RUNS, traces: int = TRACES, fluent: in
         "rounds": rounds,
         "latency_s": LATENCY,
         "seconds_per_round": {name: [round(value, 3) for value in values] for name, values in times.items()},
+        "cpu_seconds_per_round": {name: [round(value, 3) for value in values] for name, values in cpu.items()},
         "export_seconds": round(export_seconds, 2),
         "fluent_seconds": round(fluent_seconds, 2),
     }

@@ -74,7 +74,7 @@ async def test_global_daily_budget(flow: AgentFlow, fake_llm: FakeLLM) -> None:
     flow.engine.services.ledger = Ledger(flow.store, global_daily_usd=0.001)
     first = await run_source(flow, workflow("one", "nodes:\n  a: {type: llm, prompt: a}"))
     assert first.status == "succeeded"
-    with pytest.raises(BudgetExceededError, match="global daily budget of \\$0.001"):
+    with pytest.raises(BudgetExceededError, match=r"global daily budget of \$0\.001"):
         flow.submit(flow.save_workflow(workflow("two", "nodes:\n  a: {type: llm, prompt: a}")), {})
     status = flow.engine.services.ledger.status({"one": 1.0})
     assert status[0]["tripped"] is True and status[1]["tripped"] is False
