@@ -134,3 +134,23 @@ def test_settings_read_the_global_daily_budget() -> None:
     assert Settings.from_env({"AGENTFLOW_DAILY_BUDGET_USD": "2.5"}).daily_budget_usd == 2.5
     assert Settings.from_env({}).daily_budget_usd is None
     assert replace(Settings(), daily_budget_usd=1.0).daily_budget_usd == 1.0
+
+
+async def test_costs_tab_shows_a_tripped_budget_as_an_alert(flow: AgentFlow, fake_llm: FakeLLM) -> None:
+    from agentflow.web.ui.costs import budget_status
+
+    fake_llm.default = Text("x", usage=(1000, 0))
+    await run_source(flow, DAILY)
+    await flow.store.flush()
+    text = budget_status(flow.engine.services.ledger, flow.store)
+    assert "daily (spec.budget.daily_usd)" in text and "tripped" in text
+    assert "No daily budget" in budget_status(Ledger(flow.store, global_daily_usd=None), _empty_store(flow))
+
+
+def _empty_store(flow: AgentFlow):  # type: ignore[no-untyped-def]
+    import tempfile
+    from pathlib import Path
+
+    from agentflow.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(tempfile.mkdtemp()) / "empty.db")
