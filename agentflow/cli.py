@@ -8,7 +8,6 @@ Heavy modules (langgraph, litellm) are imported only by commands that run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -115,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(json.dumps(workflow_json_schema(), indent=2, sort_keys=True))
             return 0
+        import asyncio  # not needed by validate/schema/--help, which must start fast
+
         return asyncio.run(_dispatch(args))
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -124,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _validate(files: list[str]) -> int:
+    # This process only validates: pydantic's plugin discovery (importlib.metadata) is pure start-up cost.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from agentflow.spec.errors import SpecErrors
     from agentflow.spec.validate import BUILTIN_TOOL_NAMES, load_workflow_file
 
@@ -332,6 +335,8 @@ async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
     print(f"worker {flow.executor.owner}: running queued runs from {flow.settings.db_path}; Ctrl-C to stop")
     await flow.executor.start()
     try:
+        import asyncio
+
         await asyncio.Event().wait()
     finally:
         await flow.executor.stop()
