@@ -40,6 +40,20 @@ def _coerce(name: str, raw: Any, spec: InputSpec) -> Any:
     return value
 
 
+def _unpaired_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unpaired_surrogate(key) or _unpaired_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_unpaired_surrogate(item) for item in value)
+    return False
+
+
 def prepare_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     declared = workflow.spec.inputs
     problems: list[str] = []
@@ -50,7 +64,9 @@ def prepare_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
             hint = f"did you mean '{close[0]}'?" if close else f"declared: {', '.join(declared) or 'none'}"
             problems.append(f"unknown input '{name}'; {hint}")
     for name, spec in declared.items():
-        if name in given:
+        if name in given and _unpaired_surrogate(given[name]):
+            problems.append(f"input '{name}' is not valid Unicode text (it holds an unpaired surrogate); send UTF-8")
+        elif name in given:
             try:
                 prepared[name] = _coerce(name, given[name], spec)
             except InputError as exc:

@@ -22,8 +22,20 @@ def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
+def _text(value: str | None) -> str | None:
+    """Text for a TEXT column: an unpaired surrogate (valid JSON, invalid UTF-8) becomes U+FFFD."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    # ASCII-escaped: text with unpaired surrogates (valid JSON, invalid UTF-8) must not make a write fail.
+    return json.dumps(value, default=str)
 
 
 class SQLiteStore:
@@ -289,7 +301,7 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
                 event.model,
                 event.tokens,
                 event.cost_usd,
-                event.error,
+                _text(event.error),
             ),
         )
         # Steps count node executions, as the step budget does; a map's own fan-in is not one.
@@ -325,7 +337,7 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
     elif isinstance(event, ev.ApprovalRequested):
         conn.execute(
             "INSERT INTO approvals (run_id, node_id, message, status, requested_at) VALUES (?, ?, ?, 'pending', ?)",
-            (event.run_id, event.node_id, event.message, event.at),
+            (event.run_id, event.node_id, _text(event.message), event.at),
         )
         # Nobody works on a waiting run: release it so any process may continue it after the decision.
         conn.execute("UPDATE runs SET status = 'waiting_approval', owner = NULL WHERE id = ?", (event.run_id,))
@@ -352,7 +364,14 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
 def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
     if not fields:
         return
-    values = [_dumps(value) if key in _JSON_FIELDS and value is not None else value for key, value in fields.items()]
+    values = [
+        _dumps(value)
+        if key in _JSON_FIELDS and value is not None
+        else _text(value)
+        if isinstance(value, str)
+        else value
+        for key, value in fields.items()
+    ]
     assignments = ", ".join(f"{key} = ?" for key in fields)
     conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
 
