@@ -361,6 +361,12 @@ def _apply(conn: sqlite3.Connection, event: ev.RunEvent, payload: str) -> None:
         )
 
 
+def _column(key: str, value: Any) -> Any:
+    if key in _JSON_FIELDS and value is not None:
+        return _dumps(value)
+    return _text(value) if isinstance(value, str) else value
+
+
 def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
     if not fields:
         return

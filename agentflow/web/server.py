@@ -1,10 +1,11 @@
 """The one-process server: a FastAPI app hosting the REST API, the Gradio UI and the run executor.
 
 `create_app()` checks the auth settings (refusing an exposed server without a
-password), adds routes in order — `/health`, `/api`, then Gradio at `/`, which
-must come last because it answers every path — and wraps everything in the
-auth middleware. The lifespan opens AgentFlow and runs its executor in the
-server's event loop, so runs queued from the API or the UI start right away.
+password), adds routes in order — `/health`, `/api`, the MLflow UI at `/mlflow`,
+then Gradio at `/`, which must come last because it answers every path — and
+wraps everything in the auth middleware. The lifespan opens AgentFlow and runs
+its executor in the server's event loop, so runs queued from the API or the UI
+start right away; at shutdown it also stops MLflow's server if one was started.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from agentflow.runtime import AgentFlow
 from agentflow.settings import Settings
 from agentflow.spec.loader import MAX_FILE_BYTES
 from agentflow.store.base import RunRecord, WorkflowVersion
-from agentflow.web import api
+from agentflow.web import api, mlflow_mount
 from agentflow.web.auth import AccessPolicy, AuthConfig, AuthMiddleware, auth_config
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def create_app(
         try:
             yield
         finally:
+            await mlflow_ui.aclose()
             await running.executor.stop()
             if owned:
                 running.close()
@@ -115,6 +117,7 @@ def create_app(
         return {"status": "ok", "version": agentflow_version(), "runs_active": len(running)}
 
     api.install(app)
+    mlflow_ui = mlflow_mount.install(app, settings, policy)  # before the UI: Gradio at "/" answers every path
     if build_ui is not None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before the builder imports gradio
         _mount_ui(app, build_ui(state), config, policy)

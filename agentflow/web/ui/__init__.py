@@ -1,4 +1,4 @@
-"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Workflows, Runs, Costs, Settings.
+"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Workflows, Runs, Costs, MLflow, Settings.
 
 Every handler reads the AgentFlow process through `state` when it runs (the
 flow opens with the server, after the UI is built). The server mounts the
@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from agentflow.web.ui import chat, costs, runs, settings, workflows
+from agentflow.web.ui import chat, costs, mlflow, runs, settings, workflows
 from agentflow.web.ui.chat import Updates
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def build_ui(state: AppState) -> gr.Blocks:
                 runs_view = runs.build(state)
             with gr.Tab("Costs", id="costs") as costs_tab:
                 costs_view = costs.build(state)
+            with gr.Tab("MLflow", id="mlflow") as mlflow_tab:
+                mlflow.build(state)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 settings_view = settings.build(state)
 
@@ -80,6 +82,9 @@ def build_ui(state: AppState) -> gr.Blocks:
         def open_runs(status: str, run_id: str, shown: str) -> Updates:
             return {**runs_view.refresh(status, run_id, shown), **polling(True)}
 
+        def open_mlflow() -> Updates:
+            return polling(False)
+
         def open_costs(window: str) -> Updates:
             return {**costs_view.refresh(window), **polling(False)}
 
@@ -96,5 +101,6 @@ def build_ui(state: AppState) -> gr.Blocks:
             **private,
         )
         costs_tab.select(open_costs, inputs=costs_view.window, outputs=[*costs_view.outputs, timer], **private)
+        mlflow_tab.select(open_mlflow, outputs=timer, **private)
         settings_tab.select(open_settings, outputs=[*settings_view.outputs, timer], **private)
     return blocks

@@ -1,5 +1,5 @@
 """The Runs tab: a live list of runs; a run's per-node timeline, events, inputs, outputs and errors;
-approve, reject, cancel and re-run.
+a link to its trace in the MLflow UI; approve, reject, cancel and re-run.
 
 Decisions and cancels only change the store: the background executor picks
 the run up again by itself (an approved run is queued; a cancel is noticed by
@@ -8,8 +8,11 @@ the process running it).
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_args
+from html import escape
+from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 import gradio as gr
 import pandas as pd
@@ -17,6 +20,8 @@ from gradio.components import Component
 
 from agentflow.engine.events import RunStatus
 from agentflow.store.base import RunRecord
+from agentflow.store.writer import connect
+from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
 from agentflow.web.ui import queries
 from agentflow.web.ui.chat import Updates, engine_of
 
@@ -30,6 +35,14 @@ CANCELLABLE = ("queued", "running", "waiting_approval")
 PICK = "Click a run in the list to see its timeline, inputs and outputs."
 
 
+class TraceRow(NamedTuple):
+    """A run's row in `run_traces`, written by the trace exporter (agentflow/observability/exporter.py)."""
+
+    trace_id: str | None
+    state: str
+    error: str | None
+
+
 @dataclass
 class RunsTab:
     state: AppState
@@ -39,6 +52,7 @@ class RunsTab:
     selected: gr.State
     shown: gr.State
     header: gr.Markdown
+    trace: gr.HTML
     approval: gr.Markdown
     comment: gr.Textbox
     approve: gr.Button
@@ -56,6 +70,7 @@ class RunsTab:
         return [
             self.shown,
             self.header,
+            self.trace,
             self.approval,
             self.approve,
             self.reject,
@@ -83,6 +98,7 @@ class RunsTab:
             return {
                 self.shown: "",
                 self.header: PICK,
+                self.trace: "",
                 self.approval: gr.update(visible=False, value=""),
                 **{
                     button: gr.update(interactive=False)
@@ -94,9 +110,11 @@ class RunsTab:
                 self.outputs: None,
             }
         pending = store.pending_approval(run.id) if run.status == "waiting_approval" else None
+        trace = self.trace_of(run.id)
         return {
-            self.shown: _fingerprint(run),
+            self.shown: _fingerprint(run, trace),
             self.header: _header(run),
+            self.trace: _trace_line(run, trace),
             self.approval: gr.update(
                 visible=pending is not None,
                 value=f"**Waiting for approval at `{pending.node_id}`:**\n\n{pending.message}" if pending else "",
@@ -111,13 +129,24 @@ class RunsTab:
             self.outputs: run.outputs,
         }
 
+    def trace_of(self, run_id: str) -> TraceRow | None:
+        """The run's trace export state; None while the exporter has not tried (or tracing is off)."""
+        try:
+            with closing(connect(self.flow.store.path, readonly=True)) as conn:
+                row = conn.execute(
+                    "SELECT trace_id, state, error FROM run_traces WHERE run_id = ?", (run_id,)
+                ).fetchone()
+        except sqlite3.OperationalError:  # a database from before migration m003
+            return None
+        return TraceRow(*row) if row else None
+
     # -- event handlers ------------------------------------------------------------------------
 
     def refresh(self, status: str, run_id: str, shown: str) -> Updates:
         updates: Updates = {self.table: self.listing(status)}
         run = self.flow.store.get_run(run_id) if run_id else None
-        # Redraw the panel only when the run moved on, so reading it is not disturbed every tick.
-        if (_fingerprint(run) if run else "") != shown:
+        # Redraw the panel only when the run (or its trace) moved on, so reading it is not disturbed every tick.
+        if (_fingerprint(run, self.trace_of(run.id)) if run else "") != shown:
             updates.update(self.show(run_id))
         return updates
 
@@ -167,8 +196,27 @@ class RunsTab:
         }
 
 
-def _fingerprint(run: RunRecord) -> str:
-    return f"{run.id}|{run.status}|{run.steps}|{run.tokens}|{run.finished_at}|{run.cancel_requested}"
+def _fingerprint(run: RunRecord, trace: TraceRow | None) -> str:
+    seen = f"{run.id}|{run.status}|{run.steps}|{run.tokens}|{run.finished_at}|{run.cancel_requested}"
+    return f"{seen}|{trace.state if trace else ''}"
+
+
+def trace_url(trace_id: str) -> str:
+    """Opens the trace in the MLflow UI: /mlflow/-/traces/ redirects to the UI's page of its experiment."""
+    return f"{MLFLOW_PREFIX}/-/traces/{trace_id}"
+
+
+def _trace_line(run: RunRecord, trace: TraceRow | None) -> str:
+    if run.finished_at is None:
+        return "<p><b>Trace:</b> written to MLflow when the run finishes.</p>"
+    if trace is not None and trace.state == "failed":
+        return f"<p><b>Trace:</b> the export to MLflow failed: {escape(trace.error or 'no reason recorded')}</p>"
+    if trace is None or trace.state != "exported" or not trace.trace_id:
+        return "<p><b>Trace:</b> trace not exported yet.</p>"
+    return (
+        f'<p><b>Trace:</b> <a href="{escape(trace_url(trace.trace_id))}" target="_blank" rel="noopener" '
+        f'id="run-trace-link">open it in MLflow</a> <code>{escape(trace.trace_id)}</code></p>'
+    )
 
 
 def _header(run: RunRecord) -> str:
@@ -200,6 +248,7 @@ def build(state: AppState) -> RunsTab:
     selected = gr.State("")
     shown = gr.State("")
     header = gr.Markdown(PICK, elem_id="run-detail")
+    trace = gr.HTML("", elem_id="run-trace")
     approval = gr.Markdown(visible=False, elem_id="run-approval")
     with gr.Row():
         comment = gr.Textbox(label="Comment (for approve / reject)", scale=4)
@@ -218,8 +267,8 @@ def build(state: AppState) -> RunsTab:
         with gr.Tab("Outputs"):
             outputs = gr.JSON(label="Outputs", elem_id="run-outputs")
     tab = RunsTab(
-        state, timer, status_filter, table, selected, shown, header, approval, comment, approve, reject, cancel, rerun,
-        result, nodes, events, inputs, outputs,
+        state, timer, status_filter, table, selected, shown, header, trace, approval, comment, approve, reject, cancel,
+        rerun, result, nodes, events, inputs, outputs,
     )  # fmt: skip
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     listing = [table, *tab.detail]
