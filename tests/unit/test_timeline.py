@@ -40,7 +40,7 @@ def test_rows_put_parallel_branches_side_by_side() -> None:
 
 
 def test_gantt_marks_the_bottleneck() -> None:
-    figure = gantt([record("slow", 0.0, 2.0), record("fast", 0.0, 0.1)], bottleneck="slow")
+    figure = gantt([record("slow", 100.0, 102.0), record("fast", 100.0, 100.1)], bottleneck="slow")
     assert figure is not None
     labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
     assert "slow  ◀ bottleneck" in labels and "fast" in labels
