@@ -331,6 +331,7 @@ def _approval(node_id: str, node: ApprovalNode) -> Any:
                 run_id=ctx.run_id,
                 node_id=node_id,
                 node_type="approval",
+                started_at=time.time(),
                 status="succeeded" if approved else "failed",
                 iteration=_iteration(ctx, state, node_id),
                 error=None if approved else "rejected",
