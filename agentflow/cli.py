@@ -147,10 +147,11 @@ def _validate(files: list[str]) -> int:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     from agentflow.runtime import AgentFlow
-    from agentflow.settings import SettingsError
+    from agentflow.settings import Settings, SettingsError
 
     try:
-        flow = AgentFlow.open()
+        # Long-lived commands export traces; one-shot runs leave theirs to the next app or worker start.
+        flow = AgentFlow.open(tracing=args.command in ("worker", "chat") and Settings.from_env().tracing)
     except SettingsError as exc:
         raise CLIError(str(exc)) from None
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.context import Services
 from agentflow.engine.events import EventBus
@@ -20,6 +20,9 @@ from agentflow.store.base import RunRecord, WorkflowVersion
 from agentflow.store.sqlite import SQLiteStore
 from agentflow.tools.registry import ToolRegistry, builtin_registry
 
+if TYPE_CHECKING:
+    from agentflow.observability.exporter import TraceExporter
+
 
 @dataclass
 class AgentFlow:
@@ -28,6 +31,7 @@ class AgentFlow:
     bus: EventBus
     engine: Engine
     executor: Executor
+    exporter: TraceExporter | None = None
 
     @classmethod
     def open(
@@ -36,7 +40,9 @@ class AgentFlow:
         *,
         tools: ToolRegistry | None = None,
         llm_factory: Any = None,
+        tracing: bool = False,
     ) -> AgentFlow:
+        """One process's AgentFlow. With `tracing`, finished runs (and any backlog) are exported to MLflow."""
         settings = settings or Settings.from_env()
         store = SQLiteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
         bus = EventBus()
@@ -50,7 +56,13 @@ class AgentFlow:
         )
         services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
         engine = Engine(store, services, bus)
-        return cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
+        flow = cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
+        if tracing:
+            from agentflow.observability import attach_tracing
+
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline-first: MLflow must not phone home
+            flow.exporter = attach_tracing(flow)
+        return flow
 
     def save_workflow(self, source: str, *, path: str | None = None) -> WorkflowVersion:
         """Validate a workflow and store it as a new version (nothing is saved when invalid)."""
@@ -71,4 +83,7 @@ class AgentFlow:
         return self.executor.submit(version.name, version.version, inputs, trigger=trigger)
 
     def close(self) -> None:
+        if self.exporter is not None:
+            self.exporter.close()  # tries the pending traces once more; the rest wait for the next start
+            self.exporter = None
         self.store.close()

@@ -34,6 +34,7 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     prices: Mapping[str, Price] = field(default_factory=dict)
     daily_budget_usd: float | None = None
+    tracing: bool = True
     # The web server (`python app.py`, `agentflow serve`); see agentflow/web/auth.py for the rules.
     host: str = "127.0.0.1"
     port: int = 7860
@@ -59,6 +60,7 @@ class Settings:
             sqlite_synchronous=_choice(env, "AGENTFLOW_SQLITE_SYNCHRONOUS", "NORMAL", ("NORMAL", "FULL")),
             prices=_prices(env.get("AGENTFLOW_PRICES", "")),
             daily_budget_usd=_number(env, "AGENTFLOW_DAILY_BUDGET_USD", 0.0) or None,
+            tracing=env.get("AGENTFLOW_TRACING", "1").strip().lower() not in ("0", "false", "no", "off"),
             host=env.get("AGENTFLOW_HOST", "").strip() or "127.0.0.1",
             port=_port(env),
             user=env.get("AGENTFLOW_USER", "").strip() or "admin",

@@ -184,8 +184,10 @@ def fluent_rate(tmp: Path, traces: int) -> tuple[float, float, float]:
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
-    mlflow.set_tracking_uri(_trace_settings(tmp / "fluent").tracking_uri)
-    mlflow.set_experiment("fluent")
+    settings = _trace_settings(tmp / "fluent")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    # An explicit artifact location: by default a SQLite store writes artifacts to ./mlruns.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("fluent", settings.artifact_location))
     usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
 
     def one(index: int) -> None:
