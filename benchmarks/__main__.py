@@ -20,10 +20,15 @@ from benchmarks._common import RESULTS, Report, environment, format_table
 
 
 def _load() -> dict[str, Callable[[], Report]]:
-    from benchmarks import cold_start, concurrency, node_overhead
+    from benchmarks import cold_start, concurrency, node_overhead, tracing
 
     # Cold start first: it times fresh subprocesses, before this process grows.
-    return {"cold_start": cold_start.run, "node_overhead": node_overhead.run, "concurrency": concurrency.run}
+    return {
+        "cold_start": cold_start.run,
+        "node_overhead": node_overhead.run,
+        "concurrency": concurrency.run,
+        "tracing": tracing.run,
+    }
 
 
 def main() -> None:
