@@ -86,7 +86,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = state._flow is None
         if owned:
-            state._flow = AgentFlow.open(settings)
+            state._flow = AgentFlow.open(settings, tracing=settings.tracing)
         running = state.flow
         _announce_token(config)
         await running.executor.start()
