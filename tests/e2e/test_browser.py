@@ -150,6 +150,9 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         runs.get_by_role("gridcell", name="shout", exact=True).click()
         expect(page.locator("#run-detail")).to_contain_text("succeeded")
         expect(page.locator("#run-nodes").get_by_role("gridcell", name="transform")).to_be_visible()
+        # The Gantt chart of its nodes, with the workflow's bottleneck named.
+        expect(page.locator("#run-gantt img, #run-gantt canvas, #run-gantt svg").first).to_be_visible()
+        expect(page.locator("#run-bottleneck")).to_contain_text("Bottleneck of `shout`".replace("`", ""))
         shot(page, "05-runs")
 
         # Running saved the workflow: the Workflows tab can open it in the chat again.

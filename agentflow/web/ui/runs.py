@@ -19,11 +19,13 @@ import pandas as pd
 from gradio.components import Component
 
 from agentflow.engine.events import RunStatus
+from agentflow.observability.profile import profile
 from agentflow.store.base import RunRecord
 from agentflow.store.writer import connect
 from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
 from agentflow.web.ui import queries
 from agentflow.web.ui.chat import Updates, engine_of
+from agentflow.web.ui.timeline import gantt
 
 if TYPE_CHECKING:
     from agentflow.runtime import AgentFlow
@@ -64,10 +66,14 @@ class RunsTab:
     events: gr.Dataframe
     inputs: gr.JSON
     outputs: gr.JSON
+    gantt: gr.Plot
+    bottleneck: gr.Markdown
 
     @property
     def detail(self) -> list[Component]:
         return [
+            self.gantt,
+            self.bottleneck,
             self.shown,
             self.header,
             self.trace,
@@ -108,6 +114,8 @@ class RunsTab:
                 self.events: queries.events_frame(store, ""),
                 self.inputs: None,
                 self.outputs: None,
+                self.gantt: None,
+                self.bottleneck: "",
             }
         pending = store.pending_approval(run.id) if run.status == "waiting_approval" else None
         trace = self.trace_of(run.id)
@@ -127,6 +135,24 @@ class RunsTab:
             self.events: queries.events_frame(store, run.id),
             self.inputs: run.inputs,
             self.outputs: run.outputs,
+            **self.timeline(run),
+        }
+
+    def timeline(self, run: RunRecord) -> Updates:
+        """The run's Gantt chart, with the node that bottlenecks its workflow (over recent runs) marked."""
+        store = self.flow.store
+        found = profile(store, run.workflow, last=50)
+        slowest = found.bottleneck
+        note = (
+            f"**Bottleneck of `{run.workflow}`** (last {found.runs} runs): `{slowest.node_id}` — "
+            f"{slowest.critical_share:.0%} of the critical path, p95 {slowest.p95_ms:.0f} ms, "
+            f"{slowest.cost_share:.0%} of the cost. `agentflow profile {run.workflow}` shows every node."
+            if slowest
+            else ""
+        )
+        return {
+            self.gantt: gantt(store.node_runs(run.id), bottleneck=slowest.node_id if slowest else None),
+            self.bottleneck: note,
         }
 
     def trace_of(self, run_id: str) -> TraceRow | None:
@@ -259,6 +285,8 @@ def build(state: AppState) -> RunsTab:
     result = gr.Markdown(elem_id="run-action")
     with gr.Tabs():
         with gr.Tab("Timeline"):
+            bottleneck = gr.Markdown(elem_id="run-bottleneck")
+            gantt_plot = gr.Plot(label="Node timeline", elem_id="run-gantt")
             nodes = gr.Dataframe(headers=queries.NODE_COLUMNS, interactive=False, wrap=True, elem_id="run-nodes")
         with gr.Tab("Events"):
             events = gr.Dataframe(headers=queries.EVENT_COLUMNS, interactive=False, wrap=True, max_height=400)
@@ -268,7 +296,7 @@ def build(state: AppState) -> RunsTab:
             outputs = gr.JSON(label="Outputs", elem_id="run-outputs")
     tab = RunsTab(
         state, timer, status_filter, table, selected, shown, header, trace, approval, comment, approve, reject, cancel,
-        rerun, result, nodes, events, inputs, outputs,
+        rerun, result, nodes, events, inputs, outputs, gantt_plot, bottleneck,
     )  # fmt: skip
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     listing = [table, *tab.detail]
