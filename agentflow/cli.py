@@ -180,13 +180,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"input '{pair}' must be KEY=VALUE (e.g. -i ticket='my printer is on fire')")
-        inputs[key.strip()] = value
-    return inputs
+    from agentflow.engine.inputs import InputError, parse_pairs
+
+    try:
+        return dict(parse_pairs(pairs, example="-i ticket='my printer is on fire'"))
+    except InputError as exc:
+        raise CLIError(f"input {exc}") from None
 
 
 async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from agentflow.chat.history import unified_diff
 from agentflow.chat.prompts import example_names, example_source, example_summary
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
 from agentflow.engine.budget import BudgetExceededError
-from agentflow.engine.inputs import InputError
+from agentflow.engine.inputs import InputError, parse_pairs
 from agentflow.progress import run_summary
 
 if TYPE_CHECKING:
@@ -64,13 +64,7 @@ async def run_command(engine: ConversationEngine, workspace: Workspace, text: st
 
 
 def _parse_inputs(args: list[str]) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    for pair in args:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"'{pair}' is not key=value; e.g. /run ticket='printer on fire'")
-        inputs[key] = value
-    return inputs
+    return dict(parse_pairs(args, example="/run ticket='printer on fire'"))
 
 
 def describe_run(engine: ConversationEngine, run_id: str) -> str:

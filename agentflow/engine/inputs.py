@@ -23,6 +23,17 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def parse_pairs(pairs: list[str], *, example: str) -> dict[str, str]:
+    """`key=value` words into a mapping (values stay text; `prepare_inputs` coerces them)."""
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"'{pair}' is not KEY=VALUE; e.g. {example}")
+        inputs[key.strip()] = value
+    return inputs
+
+
 def _coerce(name: str, raw: Any, spec: InputSpec) -> Any:
     value = raw
     if isinstance(raw, str) and spec.type != "string":
