@@ -20,7 +20,7 @@ from benchmarks._common import RESULTS, Report, environment, format_table
 
 
 def _load() -> dict[str, Callable[[], Report]]:
-    from benchmarks import cold_start, concurrency, node_overhead, tracing
+    from benchmarks import chat, cold_start, concurrency, node_overhead, tracing
 
     # Cold start first: it times fresh subprocesses, before this process grows.
     return {
@@ -28,6 +28,7 @@ def _load() -> dict[str, Callable[[], Report]]:
         "node_overhead": node_overhead.run,
         "concurrency": concurrency.run,
         "tracing": tracing.run,
+        "chat": chat.run,
     }
 
 
