@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.budget import Meter
 from agentflow.engine.events import RunEvent
+from agentflow.secrets import redact
 from agentflow.settings import Settings
 from agentflow.spec.graph import Graph
 from agentflow.spec.models import Workflow
@@ -73,14 +74,4 @@ class RunContext:
 
     def redact(self, value: Any) -> Any:
         """Replace every resolved secret in strings nested in `value` by ***."""
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, dict):
-            return {key: self.redact(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self.redact(item) for item in value]
-        return value
+        return redact(value, self.secrets)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from agentflow.secrets import redact
 from agentflow.settings import Price, SettingsError
 from agentflow.spec.expressions import ENV_REF
 from agentflow.store.base import RunRecord
@@ -218,17 +219,7 @@ class _Cleaner:
         return f"{text[: self.max_chars]}… [truncated: {len(text)} chars]"
 
     def _redact(self, value: Any) -> Any:
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, dict):
-            return {self._redact(str(key)): self._redact(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._redact(item) for item in value]
-        return value
+        return redact(value, self.secrets)
 
 
 def _node_key(event: dict[str, Any]) -> tuple[Any, ...]:
