@@ -363,6 +363,9 @@ def wire(tab: ChatTab) -> None:
     tab.run.click(
         tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, api_visibility="private", **unlimited
     )
+    # Live checks and saves share one FIFO lane, so a check started before a save can never finish after
+    # it and overwrite the status with a stale "not saved yet". Both take milliseconds (validation only).
+    editor_lane: dict[str, Any] = {"concurrency_id": "editor", "concurrency_limit": 1}
     tab.editor.input(
         tab.check,
         inputs=[tab.session, tab.editor],
@@ -370,23 +373,14 @@ def wire(tab: ChatTab) -> None:
         trigger_mode="always_last",
         show_progress="hidden",
         api_visibility="private",
-        **unlimited,
+        **editor_lane,
     )
-    # A check started by the last keystrokes may finish after the save: check again once saved, so the
-    # status line always ends up describing what the editor holds now.
     tab.apply.click(
         tab.apply_edit,
         inputs=[tab.session, tab.editor, tab.form_key],
         outputs=tab.outputs,
         api_visibility="private",
-        **unlimited,
-    ).then(
-        tab.check,
-        inputs=[tab.session, tab.editor],
-        outputs=tab.status,
-        show_progress="hidden",
-        api_visibility="private",
-        **unlimited,
+        **editor_lane,
     )
 
     async def chat(message: str, session_id: str = "") -> tuple[str, dict[str, Any]]:
