@@ -41,6 +41,8 @@ class Settings:
     user: str = "admin"
     password: str | None = field(default=None, repr=False)
     api_token: str | None = field(default=None, repr=False)
+    egress_allow_internal: tuple[str, ...] = ()
+    """Internal hosts and ranges the operator opened to network tools (loopback, private...); see trust/egress.py."""
 
     @property
     def db_path(self) -> Path:
@@ -66,7 +68,13 @@ class Settings:
             user=env.get("AGENTFLOW_USER", "").strip() or "admin",
             password=env.get("AGENTFLOW_PASSWORD") or None,
             api_token=env.get("AGENTFLOW_API_TOKEN") or None,
+            egress_allow_internal=_list(env.get("AGENTFLOW_EGRESS_ALLOW_INTERNAL", "")),
         )
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    """Comma- or space-separated words."""
+    return tuple(word for word in raw.replace(",", " ").split() if word)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

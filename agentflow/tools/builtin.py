@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentflow.spec.expressions import ExpressionError, evaluate
 from agentflow.tools.calculator import CALCULATOR
 from agentflow.tools.http_request import HTTP_REQUEST
-from agentflow.tools.registry import Tool, ToolError, ToolRegistry
+from agentflow.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
 
 
 class JsonQueryArgs(BaseModel):
@@ -21,7 +21,7 @@ class JsonQueryArgs(BaseModel):
     expression: str = Field(description="A JMESPath expression, e.g. `items[?price > `10`].name`")
 
 
-async def json_query(args: JsonQueryArgs) -> Any:
+async def json_query(args: JsonQueryArgs, context: ToolContext) -> Any:
     # The same JMESPath dialect (and error messages) as workflow expressions.
     try:
         return evaluate(args.expression, args.data)
@@ -35,7 +35,7 @@ class CurrentTimeArgs(BaseModel):
     timezone: str = Field("UTC", description="An IANA time zone name, e.g. Europe/Paris")
 
 
-async def current_time(args: CurrentTimeArgs) -> str:
+async def current_time(args: CurrentTimeArgs, context: ToolContext) -> str:
     try:
         zone = ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -48,12 +48,14 @@ JSON_QUERY = Tool(
     description="Select or reshape JSON data with a JMESPath expression.",
     args_model=JsonQueryArgs,
     fn=json_query,
+    pure=True,
 )
 CURRENT_TIME = Tool(
     name="current_time",
     description="The current date and time (ISO 8601) in a time zone.",
     args_model=CurrentTimeArgs,
     fn=current_time,
+    pure=True,
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.tools.registry import Tool, ToolError
+from agentflow.tools.registry import Tool, ToolContext, ToolError
 
 MAX_LENGTH = 1000
 MAX_NODES = 300
@@ -126,7 +126,7 @@ def _bounded(value: Any) -> Number:
     return value
 
 
-async def _run(args: CalculatorArgs) -> Number:
+async def _run(args: CalculatorArgs, context: ToolContext) -> Number:
     return calculate(args.expression)
 
 
@@ -135,4 +135,5 @@ CALCULATOR = Tool(
     description=f"Evaluate an arithmetic expression exactly. Supports {_ALLOWED}.",
     args_model=CalculatorArgs,
     fn=_run,
+    pure=True,
 )

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agentflow.tools.registry import Tool, ToolError
+from agentflow.tools.registry import Tool, ToolContext, ToolError
 
 MAX_BODY_BYTES = 100_000
 
@@ -55,7 +55,7 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-async def http_request(args: HttpRequestArgs) -> dict[str, Any]:
+async def http_request(args: HttpRequestArgs, context: ToolContext) -> dict[str, Any]:
     request: dict[str, Any] = {"headers": args.headers, "params": args.params}
     if "json_body" in args.model_fields_set:
         request["json"] = args.json_body
@@ -110,4 +110,5 @@ HTTP_REQUEST = Tool(
     ),
     args_model=HttpRequestArgs,
     fn=http_request,
+    network=True,
 )

@@ -8,9 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
+
+if TYPE_CHECKING:
+    from agentflow.trust.egress import EgressPolicy
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI-style function calling accepts
 
@@ -20,13 +23,27 @@ class ToolError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool call may reach: the run it serves and the network the workflow was granted."""
+
+    run_id: str | None = None
+    node_id: str | None = None
+    egress: EgressPolicy | None = None
+    """The hosts this call may reach; None: any public host, nothing internal (see `agentflow.trust.egress`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tool:
     name: str
     description: str
     args_model: type[pydantic.BaseModel]
     """Should forbid extra keys (`model_config = ConfigDict(extra="forbid")`)."""
-    fn: Callable[[Any], Awaitable[Any]]
-    """Called with a validated `args_model` instance."""
+    fn: Callable[[Any, ToolContext], Awaitable[Any]]
+    """Called with a validated `args_model` instance and the call's context."""
+    pure: bool = False
+    """Only computes from its arguments (no network, files or side effects): not a capability to grant."""
+    network: bool = False
+    """Reaches the network: goes through the egress guard, and a workflow using it declares its egress."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -44,12 +61,12 @@ class Tool:
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters_schema()},
         }
 
-    async def call(self, arguments: dict[str, Any]) -> Any:
+    async def call(self, arguments: dict[str, Any], context: ToolContext | None = None) -> Any:
         try:
             args = self.args_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
             raise ToolError(f"invalid arguments for tool '{self.name}': {_describe(exc)}") from None
-        return await self.fn(args)
+        return await self.fn(args, context or ToolContext())
 
 
 def _describe(exc: pydantic.ValidationError) -> str:
@@ -78,6 +95,14 @@ class ToolRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    def network_names(self) -> list[str]:
+        """The tools that reach the network (a workflow using one declares its egress)."""
+        return sorted(name for name, tool in self._tools.items() if tool.network)
+
+    def pure_names(self) -> list[str]:
+        """The tools that only compute: using them needs no grant."""
+        return sorted(name for name, tool in self._tools.items() if tool.pure)
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agentflow.tools.calculator import calculate
 from agentflow.tools.http_request import MAX_BODY_BYTES
-from agentflow.tools.registry import Tool, ToolError, ToolRegistry, builtin_registry
+from agentflow.tools.registry import Tool, ToolContext, ToolError, ToolRegistry, builtin_registry
 from tests.fakes.openai_server import ServerThread
 
 TOOLS = builtin_registry()
@@ -41,7 +41,7 @@ class EchoArgs(BaseModel):
     text: str
 
 
-async def _echo(args: EchoArgs) -> str:
+async def _echo(args: EchoArgs, context: ToolContext) -> str:
     return args.text
 
 
