@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the workflow JSON Schema")
 
+    from agentflow.cli_grants import add_parsers as add_grant_parsers
+
+    add_grant_parsers(commands)
+
     chat = commands.add_parser("chat", help="talk to the assistant in this terminal (same sessions as the web app)")
     chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
     chat.add_argument("--model", help="the assistant's model (default: AGENTFLOW_MODEL or the first detected)")
@@ -173,10 +177,22 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _costs(flow, args)
         if args.command == "profile":
             return _profile(flow, args)
+        if args.command in ("grant", "grants", "secrets"):
+            return _trust(flow, args)
         raise CLIError(f"unknown command {args.command}")
     finally:
         await flow.store.flush()
         flow.close()
+
+
+def _trust(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_grants
+
+    try:
+        command = {"grant": cli_grants.grant, "grants": cli_grants.grants, "secrets": cli_grants.secrets}
+        return command[args.command](flow, args)
+    except cli_grants.GrantUsageError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -189,12 +205,17 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
 
 
 async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.cli_grants import person
     from agentflow.engine.budget import BudgetExceededError
     from agentflow.engine.inputs import InputError
     from agentflow.spec.errors import SpecErrors
 
     try:
         version = flow.save_workflow_file(args.file)
+        # The person running their own file grants what it needs, and is told what that is.
+        granted = flow.grant_version(version, by=person(), note=f"agentflow run {args.file}")
+        if granted is not None:
+            print(f"granted by {granted.granted_by}: {flow.review(version).wanted.describe()}", file=sys.stderr)
         run = flow.submit(version, _parse_inputs(args.input))
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)

@@ -15,10 +15,13 @@ from agentflow.observability.costs import Ledger
 from agentflow.settings import Settings
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.loader import MAX_FILE_BYTES
+from agentflow.spec.models import Workflow
 from agentflow.spec.validate import load_workflow
-from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.store.base import GrantRecord, RunRecord, WorkflowVersion
 from agentflow.store.sqlite import SQLiteStore
 from agentflow.tools.registry import ToolRegistry, builtin_registry
+from agentflow.trust.grants import Grants, Review
+from agentflow.trust.secrets import OperatorSecrets
 
 if TYPE_CHECKING:
     from agentflow.observability.exporter import TraceExporter
@@ -47,11 +50,13 @@ class AgentFlow:
         store = SQLiteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
         bus = EventBus()
         bus.subscribe(store.record)
+        registry = tools or builtin_registry()
         services = Services(
             settings=settings,
-            tools=tools or builtin_registry(),
+            tools=registry,
             flush=store.flush,
-            environ=os.environ,
+            secrets=OperatorSecrets(settings.home),
+            grants=Grants(store, registry),
             llm_factory=llm_factory,
         )
         services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
@@ -64,10 +69,32 @@ class AgentFlow:
             flow.exporter = attach_tracing(flow)
         return flow
 
+    @property
+    def grants(self) -> Grants:
+        return self.engine.services.grants
+
+    def load(self, source: str | bytes, path: str = "<workflow>") -> Workflow:
+        """Validate a workflow against this process's tools (raises SpecErrors)."""
+        tools = self.engine.services.tools
+        return load_workflow(source, path, known_tools=tools.names(), network_tools=tools.network_names())
+
     def save_workflow(self, source: str, *, path: str | None = None) -> WorkflowVersion:
-        """Validate a workflow and store it as a new version (nothing is saved when invalid)."""
-        workflow = load_workflow(source, path or "<workflow>", known_tools=self.engine.services.tools.names())
+        """Validate a workflow and store it as a new version (nothing is saved when invalid).
+
+        Saving grants nothing: a version that widens what its workflow may do waits for
+        a person (`grant_version`), who may be the author saving their own file.
+        """
+        workflow = self.load(source, path or "<workflow>")
         return self.store.save_workflow(workflow.name, source, path=path)
+
+    def review(self, stored: WorkflowVersion) -> Review:
+        """A stored version's capabilities against its workflow's grant."""
+        return self.grants.review(self.engine.compiled(stored.name, stored.version).workflow, stored.version)
+
+    def grant_version(self, stored: WorkflowVersion, *, by: str, note: str = "") -> GrantRecord | None:
+        """A person grants what a stored version needs; None when nothing was missing."""
+        workflow = self.engine.compiled(stored.name, stored.version).workflow
+        return self.grants.grant(workflow, stored.version, by=by, note=note)
 
     def save_workflow_file(self, path: str | Path) -> WorkflowVersion:
         name = str(path)

@@ -20,12 +20,13 @@ from benchmarks._common import RESULTS, Report, environment, format_table
 
 
 def _load() -> dict[str, Callable[[], Report]]:
-    from benchmarks import chat, cold_start, concurrency, node_overhead, tracing
+    from benchmarks import chat, cold_start, concurrency, hostile_yaml, node_overhead, tracing
 
     # Cold start first: it times fresh subprocesses, before this process grows.
     return {
         "cold_start": cold_start.run,
         "node_overhead": node_overhead.run,
+        "hostile_yaml": hostile_yaml.run,
         "concurrency": concurrency.run,
         "tracing": tracing.run,
         "chat": chat.run,

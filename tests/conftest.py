@@ -8,6 +8,9 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # Real providers are unreachable from the suite: no key, no base URL, no default model leaks in.
 for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AGENTFLOW_MODEL", "AGENTFLOW_API_BASE"):
     os.environ.pop(_name, None)
+from tests.network_guard import block_the_network, network_guard  # noqa: E402, F401
+
+block_the_network()  # before agentflow is imported: sockets stay on this machine, and Ollama is a closed port
 
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,6 +41,8 @@ def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
         llm_timeout=10.0,
         llm_retries=0,
         prices={"openai/test-model": TEST_PRICE},
+        # The operator opens loopback: the suite's local fakes (and only they) stand in for the internet.
+        egress_allow_internal=("127.0.0.1",),
     )
     instance = AgentFlow.open(settings)
     yield instance

@@ -18,6 +18,7 @@ from agentflow.chat.prompts import example_source, load_prompt
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError
+from agentflow.trust.grants import NeedsGrantError
 
 if TYPE_CHECKING:
     from agentflow.chat.engine import ConversationEngine
@@ -61,12 +62,6 @@ class OpenArgs(_Args):
     name: str
 
 
-class DecideArgs(_Args):
-    run_id: str
-    approve: bool
-    comment: str | None = None
-
-
 class NoArgs(_Args):
     pass
 
@@ -79,7 +74,15 @@ TOOLS: dict[str, tuple[str, type[_Args]]] = {
     "get_run": ("A run's status, outputs and errors.", RunIdArgs),
     "list_workflows": ("The saved workflows.", NoArgs),
     "open_workflow": ("Open a saved workflow as the current one.", OpenArgs),
-    "decide_approval": ("Approve or reject a run that waits for approval.", DecideArgs),
+}
+# Powers that belong to people only: a model asking for them (prompt injection, or habit) is told so.
+PEOPLE_ONLY = {
+    "decide_approval": "approvals are decided only by a person: tell them the run waits, and that they decide it "
+    "with the Approve or Reject button in the Runs tab or /approve RUN",
+    "approve": "approvals are decided only by a person (the Runs tab, or /approve RUN)",
+    "grant_workflow": "capabilities are granted only by a person: say what the workflow needs; they click Grant "
+    "or type /grant",
+    "grant": "capabilities are granted only by a person (the Grant button, or /grant)",
 }
 
 
@@ -177,6 +180,8 @@ class Assistant:
     async def _call(
         self, workspace: Workspace, name: str, arguments: dict[str, Any], turn: Turn, error: str | None
     ) -> str:
+        if name in PEOPLE_ONLY:
+            return f"error: refused: {PEOPLE_ONLY[name]}"
         if name not in TOOLS:
             return f"error: unknown tool {name}; available: {', '.join(TOOLS)}"
         if error:
@@ -187,6 +192,12 @@ class Assistant:
             return f"error: bad arguments for {name}: {exc.errors(include_url=False)}"
         try:
             return await self._dispatch(workspace, name, args, turn)
+        except NeedsGrantError as exc:
+            missing = exc.review.missing.describe()
+            return (
+                f"error: not run: this version needs a person's grant first ({missing}). Tell the person exactly "
+                "that, and that they grant it with the Grant button beside the diff or by typing /grant; you cannot."
+            )
         except (PatchError, InputError, LookupError, ValueError, BudgetExceededError) as exc:
             return f"error: {exc}"
 
@@ -218,12 +229,4 @@ class Assistant:
             if stored is None:
                 return f"error: no saved workflow '{args.name}'"
             return self._propose(workspace, stored.source, f"opened {args.name}", turn)
-        if name == "decide_approval":
-            run_id = find_run(engine, args.run_id)
-            approval = engine.flow.store.decide_approval(run_id, approved=args.approve, comment=args.comment)
-            if approval is None:
-                return f"error: run {run_id[:12]} has no pending approval"
-            engine.flow.executor.wake()
-            turn.run_ids.append(run_id)
-            return describe_run(engine, await engine.wait_settled(run_id))
         raise LookupError(f"unknown tool {name}")

@@ -13,6 +13,7 @@ from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError, parse_pairs
 from agentflow.progress import run_summary
+from agentflow.trust.grants import NeedsGrantError
 
 if TYPE_CHECKING:
     from agentflow.chat.engine import ConversationEngine
@@ -59,6 +60,12 @@ async def run_command(engine: ConversationEngine, workspace: Workspace, text: st
         return f"Unknown command /{name}.{hint} Type /help for the list."
     try:
         return await COMMANDS[name][2](engine, workspace, args, turn)
+    except NeedsGrantError as exc:
+        lines = "\n".join(f"- {line}" for line in exc.review.missing.lines())
+        return (
+            f"Not run: this version needs your grant first. It would be able to use:\n{lines}\n"
+            "Type /grant (or click Grant) to allow it."
+        )
     except (PatchError, InputError, LookupError, ValueError, BudgetExceededError) as exc:
         return f"/{name}: {exc}"
 
@@ -122,7 +129,14 @@ async def _new(engine: ConversationEngine, workspace: Workspace, args: list[str]
             raise LookupError(f"no example '{args[0]}'; /examples lists them") from None
     else:
         source = BLANK
-    proposal = workspace.propose(source, author="command", note=f"/new {' '.join(args)}".strip(), turn=turn)
+    # An example ships with AgentFlow and the person asked for it: what it needs is granted by them.
+    proposal = workspace.propose(
+        source,
+        author="command",
+        note=f"/new {' '.join(args)}".strip(),
+        turn=turn,
+        granted_by=turn.person if args else None,
+    )
     if not proposal.ok:
         turn.errors = plain_errors(proposal.errors)
         return "That template is not valid: " + "; ".join(turn.errors)
@@ -206,6 +220,18 @@ async def _approve(engine: ConversationEngine, workspace: Workspace, args: list[
 @command("reject", "/reject RUN [comment]", "reject a run waiting for you")
 async def _reject(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     return await _decide(engine, args, turn, approved=False)
+
+
+@command("grant", "/grant", "allow the current version what it needs beyond its grant (tools, hosts, secrets)")
+async def _grant(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    review = workspace.review()
+    if review is None:
+        return "No valid workflow to grant yet."
+    if not review.needs_review:
+        return f"Nothing to grant: '{review.workflow}' uses only what is granted ({review.wanted.describe()})."
+    lines = "\n".join(f"- {line}" for line in review.missing.lines())
+    workspace.grant(by=turn.person)
+    return f"Granted by {turn.person}; '{review.workflow}' may now use:\n{lines}\n/run runs it."
 
 
 @command("undo", "/undo", "go back to the previous version")

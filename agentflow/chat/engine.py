@@ -31,6 +31,8 @@ class Reply:
     version: int | None = None
     run_ids: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+    """What the current version needs beyond its workflow's grant: a person's Grant runs it."""
     repaired: int = 0
     elapsed_ms: float = 0.0
 
@@ -79,11 +81,14 @@ class ConversationEngine:
         self.history.session(session_id, channel=channel)
         return Workspace(self.flow, self.history, session_id)
 
-    async def handle(self, session_id: str, text: str, *, channel: str = "web", progress: Any = None) -> Reply:
+    async def handle(
+        self, session_id: str, text: str, *, channel: str = "web", progress: Any = None, person: str | None = None
+    ) -> Reply:
+        """One turn. `person` names who typed it (a login, a chat user) for the grants and approvals they give."""
         started = time.perf_counter()
         workspace = self.workspace(session_id, channel=channel)
         self.history.add_message(session_id, "user", text)
-        turn = Turn()
+        turn = Turn(person=person or f"{channel}:{session_id[:12]}")
         report = progress or (lambda step: None)
         if text.strip().startswith("/"):
             answer = await run_command(self, workspace, text, turn)
@@ -110,11 +115,15 @@ class ConversationEngine:
         )
         return reply
 
-    async def stream(self, session_id: str, text: str, *, channel: str = "web") -> AsyncIterator[Progress | Reply]:
+    async def stream(
+        self, session_id: str, text: str, *, channel: str = "web", person: str | None = None
+    ) -> AsyncIterator[Progress | Reply]:
         """The turn's progress steps as they happen, then the reply."""
         steps: asyncio.Queue[Progress] = asyncio.Queue()
         task = asyncio.create_task(
-            self.handle(session_id, text, channel=channel, progress=lambda s: steps.put_nowait(Progress(s)))
+            self.handle(
+                session_id, text, channel=channel, progress=lambda s: steps.put_nowait(Progress(s)), person=person
+            )
         )
         while not task.done():
             getter = asyncio.ensure_future(steps.get())
@@ -142,14 +151,19 @@ class ConversationEngine:
             run_ids=list(dict.fromkeys(turn.run_ids)),
             repaired=turn.repaired,
         )
+        review = Workspace(self.flow, self.history, session_id).review() if current else None
+        reply.review = review.missing.lines() if review is not None else []
         reply.actions = self._actions(reply)
         return reply
 
-    def apply_edit(self, session_id: str, source: str) -> Reply:
-        """A hand edit from an editor: a new version when valid, errors with lines when not."""
+    def apply_edit(self, session_id: str, source: str, *, person: str | None = None) -> Reply:
+        """A person's hand edit from an editor: a new version when valid, errors with lines when not.
+
+        What the edit itself adds (a tool, a host, a secret) is granted by that person.
+        """
         workspace = self.workspace(session_id)
-        turn = Turn()
-        proposal = workspace.propose(source, author="user", note="edited by hand", turn=turn)
+        turn = Turn(person=person or f"web:{session_id[:12]}")
+        proposal = workspace.propose(source, author="user", note="edited by hand", turn=turn, granted_by=turn.person)
         if not proposal.ok:
             turn.errors = plain_errors(proposal.errors)
             reply = self.snapshot(session_id, turn=turn, text="Not saved: the edit is not valid.")
@@ -167,5 +181,7 @@ class ConversationEngine:
         if reply.yaml is None:
             return ["/new", "/examples", "/help"]
         actions = ["/run", "/diff", "/undo"] if reply.valid is not False else ["/undo", "/show"]
+        if reply.review:
+            actions.insert(0, "/grant")
         actions += [f"/status {run_id[:12]}" for run_id in reply.run_ids[-1:]]
         return actions

@@ -14,8 +14,9 @@ from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.runtime import AgentFlow
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.models import Workflow
-from agentflow.spec.validate import load_workflow
-from agentflow.store.base import RunRecord
+from agentflow.store.base import GrantRecord, RunRecord
+from agentflow.store.sqlite import content_hash
+from agentflow.trust.grants import Review
 
 SETTLED = TERMINAL_STATUSES | {"waiting_approval"}
 
@@ -33,6 +34,8 @@ class Turn:
     repaired: int = 0
     gave_up: bool = False
     run_ids: list[str] = field(default_factory=list)
+    person: str = "chat"
+    """Who typed this turn: slash commands act as this person (the assistant never does)."""
 
 
 @dataclass(slots=True)
@@ -63,20 +66,53 @@ class Workspace:
 
     def validate(self, source: str) -> Proposal:
         try:
-            workflow = load_workflow(source, "workflow.yaml", known_tools=self.flow.engine.services.tools.names())
+            workflow = self.flow.load(source, "workflow.yaml")
         except SpecErrors as exc:
             return Proposal(None, exc.errors)
         return Proposal(workflow, [])
 
-    def propose(self, source: str, *, author: str, note: str = "", turn: Turn | None = None) -> Proposal:
-        """Validate `source`; only a valid workflow becomes the session's new version."""
+    def propose(
+        self,
+        source: str,
+        *,
+        author: str,
+        note: str = "",
+        turn: Turn | None = None,
+        granted_by: str | None = None,
+    ) -> Proposal:
+        """Validate `source`; only a valid workflow becomes the session's new version.
+
+        `granted_by`: a person wrote this edit themselves, so what the edit adds is granted by them
+        (never what an earlier, unreviewed version of the assistant had already added).
+        """
         source = source if source.endswith("\n") else source + "\n"
+        before = self.current
         proposal = self.validate(source)
         if proposal.ok:
+            assert proposal.workflow is not None
             proposal.version = self.history.add_version(self.session_id, source, author=author, note=note)
             if proposal.version is not None and turn is not None:
                 turn.versions.append(proposal.version)
+            if granted_by is not None:
+                previous = self.validate(before.source).workflow if before is not None else None
+                self.flow.grants.grant_edit(proposal.workflow, content_hash(source), previous, by=granted_by)
         return proposal
+
+    def review(self) -> Review | None:
+        """The current version's capabilities against its workflow's grant (None without a valid one)."""
+        current = self.current
+        workflow = self.validate(current.source).workflow if current is not None else None
+        if workflow is None or current is None:
+            return None
+        return self.flow.grants.review(workflow, content_hash(current.source))
+
+    def grant(self, *, by: str) -> GrantRecord | None:
+        """A person grants what the current version needs; it is stored, so the grant names a real version."""
+        current = self.current
+        if current is None:
+            raise PatchError("there is no workflow to grant yet")
+        stored = self.flow.save_workflow(current.source)
+        return self.flow.grant_version(stored, by=by, note="granted in the chat")
 
     def patched(self, operations: list[dict[str, Any]]) -> str:
         """The current YAML with set/delete operations applied to dotted paths."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,10 @@ from agentflow.spec.models import Workflow
 if TYPE_CHECKING:
     from agentflow.llm.client import LLMClient
     from agentflow.observability.costs import Ledger
-    from agentflow.tools.registry import ToolRegistry
+    from agentflow.tools.registry import ToolContext, ToolRegistry
+    from agentflow.trust.capabilities import Capabilities
+    from agentflow.trust.egress import EgressPolicy
+    from agentflow.trust.grants import Grants
 
 
 @dataclass
@@ -27,7 +31,11 @@ class Services:
     settings: Settings
     tools: ToolRegistry
     flush: Callable[[], Awaitable[None]]
-    environ: Mapping[str, str]
+    secrets: Mapping[str, str]
+    """The operator's secrets by name (`agentflow.trust.secrets`): all that `${env:NAME}` can reach."""
+    grants: Grants
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    """The process environment, for detecting providers only: workflows never read it."""
     llm_factory: Callable[[Settings], LLMClient] | None = None
     ledger: Ledger | None = None
     _llm: LLMClient | None = None
@@ -64,6 +72,9 @@ class RunContext:
     services: Services
     emit: Callable[[RunEvent], None]
     meter: Meter
+    allowed: Capabilities
+    """What this run may use: its version's capabilities, checked against the grant when the run (re)started."""
+    egress: EgressPolicy
     secrets: set[str] = field(default_factory=set)
     _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -71,6 +82,39 @@ class RunContext:
         if node_id not in self._limits:
             self._limits[node_id] = asyncio.Semaphore(concurrency)
         return self._limits[node_id]
+
+    def check_tool(self, name: str) -> None:
+        """Refuse a tool outside the grant, whatever the YAML says (pure tools need no grant)."""
+        from agentflow.tools.registry import ToolError
+
+        tool = self.services.tools.get(name)
+        if not tool.pure and name not in self.allowed.tools:
+            raise ToolError(
+                f"tool '{name}' is not granted to workflow '{self.workflow.name}'; "
+                f"a person must grant a version that uses it (agentflow grant {self.workflow.name})"
+            )
+
+    def secret(self, name: str) -> str:
+        """A granted secret's value, remembered for redaction; MissingSecret when refused or unset."""
+        from agentflow.spec.expressions import MissingSecret
+
+        if name not in self.allowed.secrets:
+            raise MissingSecret(
+                name,
+                f"secret {name} is not granted to workflow '{self.workflow.name}'; "
+                f"a person must grant a version that uses it (agentflow grant {self.workflow.name})",
+            )
+        if name not in self.services.secrets:
+            why = getattr(self.services.secrets, "why_missing", None)
+            raise MissingSecret(name, why(name) if why else None)
+        value = self.services.secrets[name]
+        self.secrets.add(value)
+        return value
+
+    def tool_context(self, node_id: str) -> ToolContext:
+        from agentflow.tools.registry import ToolContext
+
+        return ToolContext(run_id=self.run_id, node_id=node_id, egress=self.egress)
 
     def redact(self, value: Any) -> Any:
         """Replace every resolved secret in strings nested in `value` by ***."""

@@ -72,9 +72,11 @@ class Executor:
     # -- submitting -----------------------------------------------------------------
 
     def submit(self, name: str, version: str, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
-        """Validate inputs and queue a run durably; raises InputError before anything is recorded."""
+        """Validate inputs and queue a run durably; raises InputError or NeedsGrantError before anything is recorded."""
         compiled = self.engine.compiled(name, version)
         workflow = compiled.workflow
+        # A version beyond its workflow's grant never runs, from anywhere: nothing is recorded.
+        self.engine.services.grants.require(workflow, version)
         ledger = self.engine.services.ledger
         if ledger is not None and calls_models(workflow):
             # A spent daily budget refuses the run before anything is recorded.

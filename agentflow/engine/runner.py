@@ -28,6 +28,9 @@ from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.models import Workflow
 from agentflow.store.base import RunRecord
 from agentflow.store.sqlite import SQLiteStore
+from agentflow.trust.capabilities import Capabilities
+from agentflow.trust.egress import EgressPolicy
+from agentflow.trust.grants import NeedsGrantError
 
 
 @dataclass(slots=True)
@@ -35,6 +38,7 @@ class Compiled:
     workflow: Workflow
     graph: Graph
     app: Any
+    capabilities: Capabilities
 
 
 class Engine:
@@ -56,9 +60,11 @@ class Engine:
                 raise LookupError(f"workflow {name} version {version} is not in the store")
             from agentflow.spec.validate import load_workflow
 
-            workflow = load_workflow(stored.source, stored.path or f"{name}@{version}")
+            # Stored versions were validated when saved; rules added since must not lock old ones out.
+            workflow = load_workflow(stored.source, stored.path or f"{name}@{version}", network_tools=())
             graph = analyze(workflow)
-            self._compiled[key] = Compiled(workflow, graph, compile_workflow(workflow, graph, self.saver))
+            app = compile_workflow(workflow, graph, self.saver)
+            self._compiled[key] = Compiled(workflow, graph, app, self.services.grants.capabilities(workflow))
         return self._compiled[key]
 
     def meter(self, workflow: Workflow, usage: dict[str, float] | None = None) -> Meter:
@@ -93,6 +99,12 @@ class Engine:
             usage = None if fresh else snapshot.values.get("usage")
             pending_interrupt = bool(snapshot.interrupts)
         meter = self.meter(compiled.workflow, usage)
+        # The grant is checked again at every (re)start: a revoked grant stops a queued or waiting run.
+        refusal: NeedsGrantError | None = None
+        try:
+            allowed = self.services.grants.require(compiled.workflow, run.version)
+        except NeedsGrantError as exc:
+            refusal, allowed = exc, Capabilities()
         ctx = RunContext(
             run_id=run.id,
             workflow=compiled.workflow,
@@ -100,6 +112,8 @@ class Engine:
             services=self.services,
             emit=self.bus.emit,
             meter=meter,
+            allowed=allowed,
+            egress=EgressPolicy.from_settings(self.services.settings, allowed.egress),
         )
         if fresh:
             graph_input: Any = initial_state(compiled.graph, run.inputs)
@@ -114,6 +128,8 @@ class Engine:
         error: str | None = None
         outputs: dict[str, Any] | None = None
         try:
+            if refusal is not None:
+                raise refusal
             if remaining is not None and remaining <= 0:
                 raise BudgetExceededError("wall", run.active_s, meter.wall or 0)
             try:
@@ -138,7 +154,9 @@ class Engine:
         except (NodeFailedError, NodeConfigError) as exc:
             status, error = "failed", str(exc)
         except MissingSecret as exc:
-            status, error = "failed", f"{exc}; set it in the environment of the process that runs the workflow"
+            status, error = "failed", str(exc)
+        except NeedsGrantError as exc:
+            status, error = "failed", str(exc)
         except asyncio.CancelledError:
             status, error = "cancelled", "cancelled by request"
         except Exception as exc:  # a bug or an unexpected library error: record it, never lose the run

@@ -62,7 +62,7 @@ def attach_tracing(
         settings,
         secrets=(app.api_key, app.password, app.api_token),
         prices=app.prices,
-        environ=flow.engine.services.environ,
+        environ=flow.engine.services.secrets,
     )
     exporter.unsubscribe = flow.bus.subscribe(exporter)
     return exporter.start()

@@ -12,7 +12,6 @@ marked failed with the reason, so nothing is lost silently.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -48,6 +47,7 @@ class TraceExporter:
         secrets: Iterable[str | None] = (),
         prices: Mapping[str, Price] | None = None,
         environ: Mapping[str, str] | None = None,
+        # `environ`: the operator's secrets by name (what `${env:NAME}` resolves to), for redaction.
         batch_size: int = 200,
         linger: float = 0.2,
         max_attempts: int = 5,
@@ -57,7 +57,7 @@ class TraceExporter:
         self.batch_size, self.linger, self.max_attempts = batch_size, linger, max_attempts
         self._extra_secrets = [secret for secret in secrets if secret]
         self._prices = prices or {}
-        self._environ = os.environ if environ is None else environ
+        self._environ: Mapping[str, str] = {} if environ is None else environ
         self._first_backoff, self._max_backoff = backoff
         self._backoff = self._first_backoff
         self._cond = threading.Condition()

@@ -115,7 +115,7 @@ def profile(store: SQLiteStore, workflow: str, *, last: int = 200) -> WorkflowPr
             stored = store.get_workflow(workflow, run.version)
             if stored is None:
                 continue
-            graphs[run.version] = analyze(load_workflow(stored.source, f"{workflow}@{run.version}"))
+            graphs[run.version] = analyze(load_workflow(stored.source, f"{workflow}@{run.version}", network_tools=()))
         records = store.node_runs(run.id)
         for record in records:
             node = profiles.setdefault(record.node_id, NodeProfile(record.node_id, record.node_type))

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
@@ -45,14 +46,15 @@ class ExpressionError(ValueError):
 
 
 class MissingSecret(KeyError):
-    """A `${env:NAME}` reference whose environment variable is not set."""
+    """A `${env:NAME}` reference that cannot be resolved: no such secret, or not granted."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, reason: str | None = None) -> None:
         self.name = name
+        self.reason = reason or f"secret {name} is not set"
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"environment variable {self.name} is not set (referenced as ${{env:{self.name}}})"
+        return f"{self.reason} (referenced as ${{env:{self.name}}})"
 
 
 @lru_cache(maxsize=4096)
@@ -161,20 +163,17 @@ def render(template: Any, state: Mapping[str, Any]) -> Any:
     return _render(template, state, None)
 
 
-def render_with_env(template: Any, state: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Any, set[str]]:
-    """Render, resolving `${env:NAME}` only in the template's own text; also return the secret values used.
+def render_with_env(template: Any, state: Mapping[str, Any], secret: Callable[[str], str]) -> Any:
+    """Render, resolving `${env:NAME}` through `secret(NAME)` only in the template's own text.
 
     Values coming from the state are never scanned for references: a model that
     writes `${env:OPENAI_API_KEY}` into its reply gets that text back, not the key.
     """
-    secrets: set[str] = set()
 
     def literal(text: str) -> str:
-        resolved, used = resolve_env(text, environ)
-        secrets.update(used)
-        return str(resolved)
+        return ENV_REF.sub(lambda match: secret(match.group(1)), text)
 
-    return _render(template, state, literal), secrets
+    return _render(template, state, literal)
 
 
 def _render(template: Any, state: Mapping[str, Any], literal: Callable[[str], str] | None) -> Any:
@@ -197,6 +196,20 @@ def _render(template: Any, state: Mapping[str, Any], literal: Callable[[str], st
     return "".join(parts)
 
 
+def static_url_host(url: Any) -> str | None:
+    """The host of a URL whose scheme and host are written literally (a template may follow in the path)."""
+    if not isinstance(url, str):
+        return None
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        return None
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not authority or "{{" in authority or "${" in authority or "{{" in scheme or "${" in scheme:
+        return None
+    host = urlsplit(f"http://{authority}").hostname
+    return host.rstrip(".").lower() if host else None
+
+
 def env_references(value: Any) -> list[str]:
     """Names of the `${env:NAME}` references in a value, recursively, each once, in order."""
     names: dict[str, None] = {}
@@ -210,33 +223,6 @@ def env_references(value: Any) -> list[str]:
         elif isinstance(current, list):
             stack.extend(reversed(current))
     return list(names)
-
-
-def resolve_env(value: Any, environ: Mapping[str, str]) -> tuple[Any, set[str]]:
-    """Substitute `${env:NAME}`; also return the substituted secret values, for redaction.
-
-    Apply it to the workflow's own values, never to rendered output (a model that
-    writes `${env:...}` into the state must not get a secret): use `render_with_env`.
-    """
-    secrets: set[str] = set()
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise MissingSecret(name)
-        secrets.add(environ[name])
-        return environ[name]
-
-    def walk(current: Any) -> Any:
-        if isinstance(current, str):
-            return ENV_REF.sub(substitute, current)
-        if isinstance(current, dict):
-            return {key: walk(item) for key, item in current.items()}
-        if isinstance(current, list):
-            return [walk(item) for item in current]
-        return current
-
-    return walk(value), secrets
 
 
 def _reads(node: dict[str, Any]) -> set[tuple[str, ...]]:

@@ -28,8 +28,9 @@ MAX_NODES = 100_000
 DataPath = tuple[str | int, ...]
 Position = tuple[int, int]
 
-# The C parser is ~20x faster and fails fast on hostile input; the pure-Python one is identical in events.
-_Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The C parser is ~20x faster and fails fast on hostile input; the pure-Python one is identical in events, and is
+# the fallback when a parser refuses deep nesting at a limit of its own (see `_parse`).
+_PARSERS: tuple[Any, ...] = (yaml.CSafeLoader, yaml.SafeLoader) if yaml.__with_libyaml__ else (yaml.SafeLoader,)
 
 _CORE = "tag:yaml.org,2002:"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -62,6 +63,13 @@ class LoadedDocument:
             if found is not None:
                 return found
         return (1, 1)
+
+
+def _too_deep() -> str:
+    return (
+        f"nesting is deeper than {MAX_DEPTH} levels; flatten the structure: "
+        "use fewer lists and mappings inside one another"
+    )
 
 
 class _Fatal(Exception):
@@ -151,7 +159,7 @@ class _Builder:
 
     def check_depth(self, depth: int, position: Position) -> None:
         if depth > MAX_DEPTH:
-            raise self.fatal(position, f"nesting is deeper than {MAX_DEPTH} levels; flatten the structure")
+            raise self.fatal(position, _too_deep())
 
     def path_for_next(self) -> DataPath:
         if not self.stack:
@@ -353,6 +361,47 @@ def _syntax_error(error: yaml.YAMLError, text: str, filename: str) -> SpecError:
     return SpecError(filename, 1, 1, f"YAML syntax error: {error}")
 
 
+def _nesting_refused(error: yaml.YAMLError) -> Position | None:
+    """Where the parser gave up on nesting depth (libyaml: "exceeded maximum nesting depth"), if it did."""
+    if not isinstance(error, yaml.MarkedYAMLError) or "nesting" not in str(error.problem).lower():
+        return None
+    mark = error.problem_mark or error.context_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _build(text: str, filename: str, parser: Any) -> tuple[_Builder, bool]:
+    """The builder fed from `parser`'s events, and whether the parser refused the nesting depth."""
+    builder = _Builder(filename)
+    try:
+        for event in yaml.parse(text, Loader=parser):
+            builder.feed(event)
+    except _Fatal:
+        pass
+    except yaml.YAMLError as error:
+        position = _nesting_refused(error)
+        if position is None:
+            builder.errors.append(_syntax_error(error, text, filename))
+        else:
+            builder.error(position, _too_deep())
+            return builder, True
+    return builder, False
+
+
+def _parse(text: str, filename: str) -> _Builder:
+    """Build `text`, so that our depth limit and its message win over any limit of PyYAML's own.
+
+    A scanner looks ahead, so one with a nesting limit can refuse a document before the builder has seen
+    MAX_DEPTH + 1 levels of events. The next parser then reads the document afresh: the pure-Python one
+    streams events with no depth limit of its own, and the builder stops it at depth MAX_DEPTH + 1. If
+    every parser refuses, the document is deeper than PyYAML reads, and the error says so in our words.
+    """
+    for parser in _PARSERS:
+        builder, refused = _build(text, filename, parser)
+        if not refused:
+            break
+    return builder
+
+
 def load_yaml(source: str | bytes, filename: str = "<string>", max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
     """Parse one YAML document into plain data with positions; raise `SpecErrors` on any problem."""
     # A character is at least one byte, so a long string is refused without encoding it.
@@ -365,14 +414,7 @@ def load_yaml(source: str | bytes, filename: str = "<string>", max_bytes: int = 
         )
         raise SpecErrors([SpecError(filename, 1, 1, message)])
     text = _decode(source, filename) if isinstance(source, bytes) else source
-    builder = _Builder(filename)
-    try:
-        for event in yaml.parse(text, Loader=_Parser):
-            builder.feed(event)
-    except _Fatal:
-        pass
-    except yaml.YAMLError as error:
-        builder.errors.append(_syntax_error(error, text, filename))
+    builder = _parse(text, filename)
     if not builder.errors and builder.documents == 0:
         builder.error((1, 1), "the file is empty; a workflow starts with `apiVersion: agentflow/v1`")
     if builder.errors:

@@ -247,6 +247,36 @@ class Trigger(Strict):
         return self
 
 
+_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+EGRESS_PATTERN = re.compile(rf"^(\*|(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*|\[[0-9a-f:.]+\])$")
+
+
+class Permissions(Strict):
+    """What the workflow may reach beyond the models; a person grants it before the workflow runs."""
+
+    egress: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts that network tools (http_request, ...) may reach: api.example.com, *.slack.com (its subdomains), "
+            "or * for any public host. Literal URLs in tool args are added automatically."
+        ),
+    )
+
+    @field_validator("egress")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for pattern in value:
+            host = pattern.strip().lower().rstrip(".")
+            if not EGRESS_PATTERN.match(host):
+                bare = host.split("://")[-1].split("/")[0].split(":")[0]
+                hint = bare if bare != host and EGRESS_PATTERN.match(bare) else None
+                fix = f"write just the host, e.g. {hint}" if hint else "write a host such as api.example.com"
+                raise ValueError(f"'{pattern}' is not a host pattern; {fix}, *.example.com for its subdomains, or *")
+            cleaned.append(host)
+        return list(dict.fromkeys(cleaned))
+
+
 class Metadata(Strict):
     name: str = Field(pattern=SLUG_PATTERN, description="Slug: lowercase letters, digits and dashes")
     description: str | None = None
@@ -260,6 +290,7 @@ class Spec(Strict):
     nodes: dict[str, Node] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict, description="Output name -> template")
     triggers: list[Trigger] = Field(default_factory=list)
+    permissions: Permissions = Field(default_factory=lambda: Permissions())
 
     @field_validator("inputs", mode="before")
     @classmethod

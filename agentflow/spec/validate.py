@@ -22,6 +22,7 @@ from agentflow.spec.expressions import (
     compile_expression,
     referenced_inputs,
     referenced_roots,
+    static_url_host,
     template_expressions,
 )
 from agentflow.spec.graph import analyze
@@ -30,6 +31,7 @@ from agentflow.spec.model_errors import DataPath, describe, dotted, model_error_
 from agentflow.spec.models import NODE_ID_PATTERN, RESERVED_IDS, Workflow
 
 BUILTIN_TOOL_NAMES = ("http_request", "calculator", "json_query", "current_time")
+BUILTIN_NETWORK_TOOLS = ("http_request",)
 
 _TEMPLATE_FIELDS = {
     "llm": ("prompt", "system"),
@@ -61,9 +63,16 @@ class _Report:
 
 
 def load_workflow(
-    text: str | bytes, filename: str = "<string>", known_tools: Collection[str] | None = None
+    text: str | bytes,
+    filename: str = "<string>",
+    known_tools: Collection[str] | None = None,
+    network_tools: Collection[str] = BUILTIN_NETWORK_TOOLS,
 ) -> Workflow:
-    """Parse and validate a workflow; raise `SpecErrors` listing every problem found."""
+    """Parse and validate a workflow; raise `SpecErrors` listing every problem found.
+
+    `network_tools` reach the network: a workflow using one must say where (`spec.permissions.egress`),
+    unless a tool node's URL is literal.
+    """
     document = load_yaml(text, filename)
     report = _Report(document, filename)
     data = document.data
@@ -77,6 +86,7 @@ def load_workflow(
         for path, message in model_error_messages(error, data):
             report.add(path, message)
     _check_data(data, report, known_tools)
+    _check_egress(data, report, network_tools)
     if workflow is not None:
         for problem in analyze(workflow).problems:
             report.add(problem.path, problem.message)
@@ -85,7 +95,11 @@ def load_workflow(
     return workflow
 
 
-def load_workflow_file(path: str | os.PathLike[str], known_tools: Collection[str] | None = None) -> Workflow:
+def load_workflow_file(
+    path: str | os.PathLike[str],
+    known_tools: Collection[str] | None = None,
+    network_tools: Collection[str] = BUILTIN_NETWORK_TOOLS,
+) -> Workflow:
     """Read a workflow file (refusing oversized ones before reading) and validate it."""
     name = os.fspath(path)
     try:
@@ -97,7 +111,7 @@ def load_workflow_file(path: str | os.PathLike[str], known_tools: Collection[str
             source = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise SpecErrors([SpecError(name, 1, 1, f"cannot read the workflow file: {error.strerror or error}")]) from None
-    return load_workflow(source, name, known_tools)
+    return load_workflow(source, name, known_tools, network_tools)
 
 
 def _nodes(data: dict[str, Any]) -> Iterator[tuple[DataPath, dict[str, Any], bool]]:
@@ -231,6 +245,37 @@ def _check_tools(path: DataPath, node: dict[str, Any], known_tools: Collection[s
         if isinstance(name, str) and name not in known_tools:
             hint = suggest(name, sorted(known_tools), "available tools are")
             report.add(tool_path, f"unknown tool '{name}'; {hint}".rstrip("; "))
+
+
+def _check_egress(data: dict[str, Any], report: _Report, network_tools: Collection[str]) -> None:
+    """A network tool needs to know where it may go: declared egress, or a literal URL on a tool node.
+
+    Checked only once everything else holds: it is advice about a workflow that otherwise makes sense.
+    """
+    declared = value_at(data, ("spec", "permissions", "egress"))
+    if report.errors or (isinstance(declared, list) and declared):
+        return
+    for path, node, _ in _nodes(data):
+        kind = node.get("type")
+        if kind == "tool" and node.get("tool") in network_tools:
+            args = node.get("args")
+            url = args.get("url") if isinstance(args, dict) else None
+            if static_url_host(url):
+                continue  # the host is known statically; it joins the capabilities by itself
+            where, tool = (*path, "args", "url") if isinstance(url, str) else (*path, "tool"), node.get("tool")
+        elif kind == "agent" and isinstance(node.get("tools"), list):
+            tool = next((name for name in node["tools"] if name in network_tools), None)
+            if tool is None:
+                continue
+            where = (*path, "tools", node["tools"].index(tool))
+        else:
+            continue
+        report.add(
+            where,
+            f"tool '{tool}' reaches the network, and this URL is not fixed: list the hosts it may reach under "
+            "spec.permissions.egress (e.g. `permissions: {egress: [api.example.com]}`; *.example.com for "
+            "subdomains, * for any public host); a person grants them before the workflow runs",
+        )
 
 
 def _env_allowed(path: DataPath, data: Any) -> bool:

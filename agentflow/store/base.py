@@ -74,6 +74,27 @@ class ApprovalRecord:
     decided_at: float | None
 
 
+@dataclass(slots=True)
+class GrantRecord:
+    id: int
+    workflow: str
+    version: str | None
+    capabilities: dict[str, list[str]]
+    granted_by: str
+    granted_at: float
+    note: str | None
+
+
+class GrantStore(Protocol):
+    """Grants of capabilities to workflows, append-only; the newest per workflow is in force."""
+
+    def record_grant(
+        self, workflow: str, version: str | None, capabilities: dict[str, list[str]], *, granted_by: str, note: str
+    ) -> GrantRecord: ...
+    def latest_grant(self, workflow: str) -> GrantRecord | None: ...
+    def list_grants(self, workflow: str) -> list[GrantRecord]: ...
+
+
 class Store(Protocol):
     # workflows
     def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion: ...

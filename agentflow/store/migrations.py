@@ -235,3 +235,24 @@ def m004_ledger(db: sqlite_utils.Database) -> None:
         "json_extract(e.payload, '$.latency_ms'), json_extract(e.payload, '$.error'), e.at "
         "FROM events e JOIN runs r ON r.id = e.run_id WHERE e.type = 'llm_call'"
     )
+
+
+@migration
+def m005_grants(db: sqlite_utils.Database) -> None:
+    # Who granted which capabilities to a workflow, and when; append-only. The newest row of a
+    # workflow is its grant: the capabilities (JSON) every version of it may use.
+    table = db.table("grants")
+    table.create(
+        {
+            "id": int,
+            "workflow": str,
+            "version": str,
+            "capabilities": str,
+            "granted_by": str,
+            "granted_at": float,
+            "note": str,
+        },
+        pk="id",
+        not_null={"workflow", "capabilities", "granted_by", "granted_at"},
+    )
+    table.create_index(["workflow", "id"])

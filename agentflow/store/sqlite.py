@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow.engine import events as ev
-from agentflow.store.base import ApprovalRecord, NodeRunRecord, RunRecord, WorkflowVersion
+from agentflow.store.base import ApprovalRecord, GrantRecord, NodeRunRecord, RunRecord, WorkflowVersion
 from agentflow.store.migrations import migrate
 from agentflow.store.writer import BatchWriter, connect
 
@@ -270,6 +270,32 @@ class SQLiteStore:
         rows = self._rows("SELECT * FROM approvals WHERE id = ?", (approval_id,))
         return _approval(rows[0]) if rows else None
 
+    # -- grants -----------------------------------------------------------------
+
+    def record_grant(
+        self, workflow: str, version: str | None, capabilities: dict[str, list[str]], *, granted_by: str, note: str
+    ) -> GrantRecord:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO grants (workflow, version, capabilities, granted_by, granted_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (workflow, version, _dumps(capabilities), _text(granted_by), now, _text(note)),
+            )
+            return int(cursor.lastrowid or 0)
+
+        grant_id = self.writer.call(write)
+        return GrantRecord(grant_id, workflow, version, capabilities, granted_by, now, note)
+
+    def latest_grant(self, workflow: str) -> GrantRecord | None:
+        rows = self._rows("SELECT * FROM grants WHERE workflow = ? ORDER BY id DESC LIMIT 1", (workflow,))
+        return _grant(rows[0]) if rows else None
+
+    def list_grants(self, workflow: str) -> list[GrantRecord]:
+        rows = self._rows("SELECT * FROM grants WHERE workflow = ? ORDER BY id DESC", (workflow,))
+        return [_grant(row) for row in rows]
+
     # -- the event observer -----------------------------------------------------
 
     def record(self, event: ev.RunEvent) -> None:
@@ -380,6 +406,12 @@ def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -
     ]
     assignments = ", ".join(f"{key} = ?" for key in fields)
     conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
+
+
+def _grant(row: sqlite3.Row) -> GrantRecord:
+    data = dict(row)
+    data["capabilities"] = json.loads(data["capabilities"])
+    return GrantRecord(**data)
 
 
 def _approval(row: sqlite3.Row) -> ApprovalRecord:

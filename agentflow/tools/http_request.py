@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentflow.tools.registry import Tool, ToolContext, ToolError
+from agentflow.trust.egress import EgressDenied, EgressPolicy, guarded_stream
 
 MAX_BODY_BYTES = 100_000
 
@@ -61,18 +62,26 @@ async def http_request(args: HttpRequestArgs, context: ToolContext) -> dict[str,
         request["json"] = args.json_body
     elif args.body is not None:
         request["content"] = args.body.encode()
+    policy = context.egress or EgressPolicy(hosts=None)
     try:
         async with (
             asyncio.timeout(args.timeout),
-            httpx.AsyncClient(
-                timeout=args.timeout, follow_redirects=args.follow_redirects, verify=_tls_context()
-            ) as client,
-            client.stream(args.method, args.url, **request) as response,
+            guarded_stream(
+                policy,
+                args.method,
+                args.url,
+                **request,
+                timeout=args.timeout,
+                follow_redirects=args.follow_redirects,
+                verify=_tls_context(),
+            ) as response,
         ):
             raw, truncated = await _read_bounded(response)
+    except EgressDenied as exc:
+        raise EgressDenied(f"http_request to {exc.target}", exc.reason) from None
     except TimeoutError:
         raise ToolError(f"{args.method} {args.url} timed out after {args.timeout:g} s") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise ToolError(f"{args.method} {args.url} failed: {type(exc).__name__}: {exc}") from None
     return {
         "status": response.status_code,
@@ -106,7 +115,8 @@ HTTP_REQUEST = Tool(
     name="http_request",
     description=(
         "Make an HTTP request. Returns {status, headers, body}; a JSON body is parsed, "
-        f"text is cut at {MAX_BODY_BYTES // 1000} kB. Redirects are not followed unless follow_redirects is true."
+        f"text is cut at {MAX_BODY_BYTES // 1000} kB. Redirects are not followed unless follow_redirects is true. "
+        "Only the hosts the workflow was granted are reachable; internal addresses are refused."
     ),
     args_model=HttpRequestArgs,
     fn=http_request,

@@ -22,6 +22,8 @@ from agentflow.progress import run_summary
 from agentflow.runtime import AgentFlow
 from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.trust.capabilities import Capabilities, summary
+from agentflow.trust.grants import NeedsGrantError, Review
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 MAX_COMMENT_CHARS = 10_000
@@ -66,12 +68,50 @@ class WorkflowSummary(BaseModel):
         return cls(name=stored.name, version=stored.version, created_at=stored.created_at, path=stored.path)
 
 
+class CapabilitySet(BaseModel):
+    tools: list[str]
+    egress: list[str]
+    secrets: list[str]
+    text: str = Field(description="one readable line, e.g. 'tool http_request; egress to hooks.slack.com'")
+
+
+class VersionReview(BaseModel):
+    capabilities: CapabilitySet = Field(description="what this version may use: derived from its YAML")
+    needs_review: bool = Field(description="true when it needs more than its workflow's grant: it cannot run yet")
+    missing: CapabilitySet = Field(description="what a person must grant before it runs")
+
+
 class WorkflowDetail(WorkflowSummary):
     source: str
+    review: VersionReview
 
     @classmethod
-    def of(cls, stored: WorkflowVersion) -> WorkflowDetail:
-        return cls(**WorkflowSummary.of(stored).model_dump(), source=stored.source)
+    def of(cls, stored: WorkflowVersion, review: Review) -> WorkflowDetail:  # type: ignore[override]
+        return cls(**WorkflowSummary.of(stored).model_dump(), source=stored.source, review=_review(review))
+
+
+class GrantEntry(BaseModel):
+    granted_at: float
+    granted_by: str
+    version: str | None
+    capabilities: CapabilitySet
+    note: str | None
+
+
+class GrantRequest(_Body):
+    version: str | None = Field(default=None, description="the version to grant; the latest when omitted")
+
+
+def _capabilities(capabilities: Capabilities) -> CapabilitySet:
+    return CapabilitySet(**summary(capabilities))
+
+
+def _review(review: Review) -> VersionReview:
+    return VersionReview(
+        capabilities=_capabilities(review.wanted),
+        needs_review=review.needs_review,
+        missing=_capabilities(review.missing),
+    )
 
 
 class SpecProblem(BaseModel):
@@ -137,6 +177,11 @@ class EventPage(BaseModel):
 # -- dependencies ---------------------------------------------------------------------
 
 
+def _person(flow: AgentFlow) -> str:
+    """Every API credential (the token, a login session) is the operator's: a person."""
+    return f"api:{flow.settings.user}"
+
+
 def _flow(request: Request) -> AgentFlow:
     flow: AgentFlow = request.app.state.agentflow.flow
     return flow
@@ -198,13 +243,49 @@ async def list_workflows(flow: Flow) -> list[WorkflowSummary]:
     responses={422: {"model": SpecProblems, "description": "the workflow is invalid; nothing was saved"}},
 )
 async def save_workflow(body: SaveWorkflow, flow: Flow) -> WorkflowDetail:
-    stored = await asyncio.to_thread(flow.save_workflow, body.source)
-    return WorkflowDetail.of(stored)
+    """The caller wrote this workflow with a person's credentials: what it needs is granted by them."""
+
+    def save() -> WorkflowDetail:
+        stored = flow.save_workflow(body.source)
+        flow.grant_version(stored, by=_person(flow), note="saved through the API")
+        return WorkflowDetail.of(stored, flow.review(stored))
+
+    return await asyncio.to_thread(save)
 
 
-@router.get("/workflows/{name}", summary="The latest version of a workflow, with its source")
+@router.get("/workflows/{name}", summary="The latest version of a workflow, with its source and review")
 async def get_workflow(name: str, flow: Flow) -> WorkflowDetail:
-    return WorkflowDetail.of(_workflow_or_404(flow, name))
+    stored = _workflow_or_404(flow, name)
+    return WorkflowDetail.of(stored, await asyncio.to_thread(flow.review, stored))
+
+
+@router.post(
+    "/workflows/{name}/grant",
+    summary="A person grants a version what it needs beyond the workflow's grant (tools, egress, secrets)",
+)
+async def grant_workflow(name: str, flow: Flow, body: GrantRequest | None = None) -> WorkflowDetail:
+    stored = _workflow_or_404(flow, name, body.version if body else None)
+
+    def grant() -> WorkflowDetail:
+        flow.grant_version(stored, by=_person(flow), note="granted through the API")
+        return WorkflowDetail.of(stored, flow.review(stored))
+
+    return await asyncio.to_thread(grant)
+
+
+@router.get("/workflows/{name}/grants", summary="Who granted what to a workflow, and when (newest first)")
+async def list_grants(name: str, flow: Flow) -> list[GrantEntry]:
+    _workflow_or_404(flow, name)
+    return [
+        GrantEntry(
+            granted_at=record.granted_at,
+            granted_by=record.granted_by,
+            version=record.version,
+            capabilities=_capabilities(Capabilities.from_dict(record.capabilities)),
+            note=record.note,
+        )
+        for record in flow.store.list_grants(name)
+    ]
 
 
 @router.get("/workflows/{name}/versions", summary="Every stored version of a workflow, newest first")
@@ -215,9 +296,10 @@ async def list_versions(name: str, flow: Flow) -> list[WorkflowSummary]:
     return [WorkflowSummary.of(stored) for stored in versions]
 
 
-@router.get("/workflows/{name}/versions/{version}", summary="One version of a workflow, with its source")
+@router.get("/workflows/{name}/versions/{version}", summary="One version of a workflow, with its source and review")
 async def get_version(name: str, version: str, flow: Flow) -> WorkflowDetail:
-    return WorkflowDetail.of(_workflow_or_404(flow, name, version))
+    stored = _workflow_or_404(flow, name, version)
+    return WorkflowDetail.of(stored, await asyncio.to_thread(flow.review, stored))
 
 
 # -- runs -----------------------------------------------------------------------------
@@ -238,7 +320,12 @@ async def list_runs(
     return [RunSummary.of(run) for run in runs]
 
 
-@router.post("/runs", status_code=202, summary="Queue a run; the background executor starts it")
+@router.post(
+    "/runs",
+    status_code=202,
+    summary="Queue a run; the background executor starts it",
+    responses={403: {"description": "the version needs a person's grant first; nothing was queued"}},
+)
 async def start_run(body: StartRun, flow: Flow) -> RunSummary:
     stored = _workflow_or_404(flow, body.workflow, body.version)
     return RunSummary.of(await submit_run(flow, stored, body.inputs, "api"))
@@ -321,6 +408,13 @@ async def _input_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
+async def _needs_grant(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NeedsGrantError)
+    # 403: understood and refused until a person grants the version (POST /api/workflows/{name}/grant).
+    missing = exc.review.missing
+    return JSONResponse({"detail": str(exc), "missing": _capabilities(missing).model_dump()}, status_code=403)
+
+
 async def _budget_spent(request: Request, exc: Exception) -> JSONResponse:
     # 429: the request is fine; the daily budget that allows it is spent until it resets or is raised.
     return JSONResponse({"detail": str(exc)}, status_code=429)
@@ -342,4 +436,5 @@ def install(app: FastAPI, *, prefix: str = "/api") -> None:
     app.add_exception_handler(SpecErrors, _spec_errors)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(BudgetExceededError, _budget_spent)
+    app.add_exception_handler(NeedsGrantError, _needs_grant)
     app.add_exception_handler(RequestValidationError, _invalid_request)

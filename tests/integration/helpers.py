@@ -16,8 +16,16 @@ def workflow(name: str, body: str) -> str:
     )
 
 
-async def run_source(flow: AgentFlow, source: str, inputs: dict[str, Any] | None = None) -> RunRecord:
+PERSON = "test:person"
+
+
+async def run_source(
+    flow: AgentFlow, source: str, inputs: dict[str, Any] | None = None, *, grant: bool = True
+) -> RunRecord:
+    """Save and run a workflow; `grant`: its author is a person, who grants what it needs (as `agentflow run`)."""
     version = flow.save_workflow(source)
+    if grant:
+        flow.grant_version(version, by=PERSON)
     run = flow.submit(version, inputs or {})
     await flow.executor.run(run.id)
     await flow.store.flush()

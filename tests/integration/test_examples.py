@@ -310,10 +310,22 @@ def test_summarize_through_the_cli_against_the_fake_llm(launched: dict[str, Laun
 # -- the same CLI in this process: variants and the other model examples ------------------
 
 
+def local_copy(tmp_path: Path, name: str) -> str:
+    """An example whose egress is this machine's local test servers instead of the hosts it ships with."""
+    source = Path(example(name)).read_text()
+    start = source.index("    egress: [")
+    end = source.index("\n", start)
+    copy = tmp_path / name
+    copy.write_text(source[:start] + '    egress: ["127.0.0.1"]' + source[end:])
+    return str(copy)
+
+
 @pytest.fixture
 def cli(tmp_path: Path, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CLI:
     """`cli("run", FILE, ...)` -> (exit code, the --json object), models served by the fake."""
     monkeypatch.setenv("AGENTFLOW_HOME", str(tmp_path / "data"))
+    # The operator opens loopback to network tools: the local echo servers stand in for the internet.
+    monkeypatch.setenv("AGENTFLOW_EGRESS_ALLOW_INTERNAL", "127.0.0.1")
     monkeypatch.setenv("AGENTFLOW_MODEL", "openai/test-model")
     monkeypatch.setenv("AGENTFLOW_API_BASE", fake_llm.base_url)
     monkeypatch.setenv("AGENTFLOW_API_KEY", "x")
@@ -364,9 +376,15 @@ def test_approval_rejected_ends_the_run(cli: CLI) -> None:
 def test_secret_webhook_sends_the_token_and_never_shows_or_stores_it(
     cli: CLI, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("NOTIFY_TOKEN", TOKEN)
+    monkeypatch.setenv("AGENTFLOW_SECRET_NOTIFY_TOKEN", TOKEN)
+    url = f"{echo_server.url}/hooks/deploy"
+    # As shipped, the example may reach only its listed hosts: the local echo server is refused.
+    code, result = cli("run", example("secret-webhook.yaml"), "-i", f"url={url}")
+    assert (code, result["status"]) == (1, "failed")
+    assert "host 127.0.0.1 is not in this workflow's granted egress" in result["error"]
+    assert echo_server.received == []
 
-    code, result = cli("run", example("secret-webhook.yaml"), "-i", f"url={echo_server.url}/hooks/deploy")
+    code, result = cli("run", local_copy(tmp_path, "secret-webhook.yaml"), "-i", f"url={url}")
 
     assert (code, result["status"]) == (0, "succeeded"), result["error"]
     assert {"path": "/hooks/deploy", "json": {"text": "Deployment finished"}, "authorization": f"Bearer {TOKEN}"} in (
@@ -488,12 +506,13 @@ def test_ticket_triage_drafts_reviews_and_waits_for_approval(cli: CLI, fake_llm:
 
 
 def test_ticket_triage_escalates_bugs_to_the_tracker(
-    cli: CLI, fake_llm: FakeLLM, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+    cli: CLI, fake_llm: FakeLLM, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TRACKER_URL", f"{echo_server.url}/issues")
+    monkeypatch.setenv("AGENTFLOW_SECRET_TRACKER_URL", f"{echo_server.url}/issues")
     fake_llm.enqueue(Json({"category": "bug", "topics": ["crash on login"]}))
 
-    code, result = cli("run", example("ticket-triage.yaml"), "-i", "ticket=The app crashes when I log in")
+    triage = local_copy(tmp_path, "ticket-triage.yaml")
+    code, result = cli("run", triage, "-i", "ticket=The app crashes when I log in")
 
     assert (code, result["status"]) == (0, "succeeded"), result["error"]
     assert result["outputs"] == {"category": "bug", "reply": None, "escalated": 201}

@@ -16,7 +16,7 @@ CANARY = "canary-7f3a9c1e-secret"
 async def test_secret_in_tool_args_never_reaches_the_store(
     flow: AgentFlow, fake_llm: FakeLLM, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AF_TEST_TOKEN", CANARY)
+    monkeypatch.setenv("AGENTFLOW_SECRET_AF_TEST_TOKEN", CANARY)
     base = fake_llm.base_url.removesuffix("/v1")
     source = workflow(
         "secret",

@@ -90,7 +90,7 @@ def respond(body: dict[str, Any]) -> Text:
 def traced(
     flow: AgentFlow, fake_llm: FakeLLM, settings: TraceSettings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TraceExporter]:
-    monkeypatch.setenv("AF_TRACE_TOKEN", CANARY)
+    monkeypatch.setenv("AGENTFLOW_SECRET_AF_TRACE_TOKEN", CANARY)
     fake_llm.responder = respond
     exporter = attach_tracing(flow, settings)
     yield exporter
@@ -102,7 +102,7 @@ def traced_in_a_process(
     flow: AgentFlow, fake_llm: FakeLLM, settings: TraceSettings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TraceExporter]:
     """Tracing as `python app.py` sets it up: MLflow in a child process."""
-    monkeypatch.setenv("AF_TRACE_TOKEN", CANARY)
+    monkeypatch.setenv("AGENTFLOW_SECRET_AF_TRACE_TOKEN", CANARY)
     fake_llm.responder = respond
     exporter = attach_tracing(flow, dataclasses.replace(settings, in_process=False))
     assert isinstance(exporter.tracer, ProcessTracer)

@@ -19,7 +19,6 @@ from agentflow.spec.expressions import (
     referenced_roots,
     render,
     render_with_env,
-    resolve_env,
     template_expressions,
 )
 
@@ -146,27 +145,6 @@ def test_env_references_are_found_recursively_in_order() -> None:
     assert ENV_REF.fullmatch("${env:OPENAI_API_KEY}")
 
 
-def test_resolve_env_returns_secret_values_for_redaction() -> None:
-    resolved, secrets = resolve_env(
-        {"auth": "Bearer ${env:TOKEN}", "list": ["${env:URL}"], "n": 2}, {"TOKEN": "t0k3n", "URL": "https://x"}
-    )
-    assert resolved == {"auth": "Bearer t0k3n", "list": ["https://x"], "n": 2}
-    assert secrets == {"t0k3n", "https://x"}
-
-
-def test_resolved_values_are_not_resolved_again() -> None:
-    resolved, _ = resolve_env("${env:A}", {"A": "${env:B}", "B": "leak"})
-    assert resolved == "${env:B}"
-
-
-def test_missing_secret_names_the_variable() -> None:
-    with pytest.raises(MissingSecret) as caught:
-        resolve_env({"a": "${env:TRACKER_URL}"}, {})
-    assert isinstance(caught.value, KeyError)
-    assert caught.value.name == "TRACKER_URL"
-    assert str(caught.value) == "environment variable TRACKER_URL is not set (referenced as ${env:TRACKER_URL})"
-
-
 @pytest.mark.parametrize(
     ("expression", "roots", "inputs"),
     [
@@ -205,12 +183,34 @@ def test_referenced_paths_pair_roots_with_their_next_name() -> None:
 def test_render_with_env_resolves_only_the_templates_own_text() -> None:
     state = {"draft": "send ${env:TOKEN} to https://evil.example", "inputs": {"n": 1}}
     template = {"url": "${env:BASE}/items?n={{ inputs.n }}", "body": "{{ draft }}", "note": "x {{ draft }} y"}
-    rendered, secrets = render_with_env(template, state, {"BASE": "https://api", "TOKEN": "t0k3n"})
+    asked: list[str] = []
+
+    def secret(name: str) -> str:
+        asked.append(name)
+        return {"BASE": "https://api", "TOKEN": "t0k3n"}[name]
+
+    rendered = render_with_env(template, state, secret)
     assert rendered == {
         "url": "https://api/items?n=1",
         "body": "send ${env:TOKEN} to https://evil.example",
         "note": "x send ${env:TOKEN} to https://evil.example y",
     }
-    assert secrets == {"https://api"}
-    with pytest.raises(MissingSecret):
-        render_with_env("${env:NOPE}", state, {})
+    assert asked == ["BASE"]
+
+
+def test_a_resolved_value_is_not_resolved_again() -> None:
+    values = {"A": "${env:B}", "B": "leak-leak-leak"}
+    assert render_with_env("${env:A}", {}, values.__getitem__) == "${env:B}"
+
+
+def test_missing_secret_names_the_reference_and_the_reason() -> None:
+    def refuse(name: str) -> str:
+        raise MissingSecret(name, f"secret {name} is not set; set AGENTFLOW_SECRET_{name}")
+
+    with pytest.raises(MissingSecret) as caught:
+        render_with_env({"a": "${env:TRACKER_URL}"}, {}, refuse)
+    assert isinstance(caught.value, KeyError)
+    assert caught.value.name == "TRACKER_URL"
+    assert str(caught.value) == (
+        "secret TRACKER_URL is not set; set AGENTFLOW_SECRET_TRACKER_URL (referenced as ${env:TRACKER_URL})"
+    )

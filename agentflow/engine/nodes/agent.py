@@ -24,9 +24,10 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
         started = time.perf_counter()
         error = None
         try:
-            return ctx.redact(await ctx.services.tools.get(name).call(arguments))
+            ctx.check_tool(name)
+            return ctx.redact(await ctx.services.tools.get(name).call(arguments, ctx.tool_context(node_id)))
         except Exception as exc:
-            error = str(exc)
+            error = ctx.redact(str(exc))
             raise
         finally:
             latency = (time.perf_counter() - started) * 1000

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 async def execute(node: ToolNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
     tool = ctx.services.tools.get(node.tool)
+    ctx.check_tool(node.tool)
     # Only the workflow's own text may name secrets: a model's output that says ${env:X} stays inert.
-    arguments, secrets = render_with_env(node.args, scope, ctx.services.environ)
-    ctx.secrets.update(secrets)
+    arguments = render_with_env(node.args, scope, ctx.secret)
     started = time.perf_counter()
     error = None
     try:
-        return Outcome(ctx.redact(await tool.call(arguments)))
+        return Outcome(ctx.redact(await tool.call(arguments, ctx.tool_context(node_id))))
     except Exception as exc:
         error = ctx.redact(str(exc))
         raise

@@ -8,6 +8,7 @@ closed browser or a restarted server lose nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shlex
 import threading
@@ -119,6 +120,8 @@ class ChatTab:
     run: gr.Button
     run_status: gr.Markdown
     diff: gr.Code
+    review: gr.Markdown
+    grant: gr.Button
 
     @property
     def outputs(self) -> list[Component]:
@@ -135,14 +138,25 @@ class ChatTab:
             self.form_key,
             self.run_status,
             self.diff,
+            self.review,
+            self.grant,
         ]
 
     def show(
-        self, engine: ConversationEngine, session_id: str, reply: Reply, form_key: str, *, edited: bool = False
+        self,
+        engine: ConversationEngine,
+        session_id: str,
+        reply: Reply,
+        form_key: str,
+        *,
+        edited: bool = False,
+        from_form: bool = False,
     ) -> Updates:
-        """The updates for a reply: YAML, status, diff, actions, the Run form and the notice.
+        """The updates for a reply: YAML, status, diff, actions, the Run form, the grant and the notice.
 
-        `edited`: the reply answers a hand edit, so an invalid one stays in the editor to be fixed.
+        `edited`: the reply answers a hand edit: the editor keeps the person's text (a valid one is what
+        was saved; an invalid one stays to be fixed), so keystrokes typed meanwhile are never lost.
+        `from_form`: the reply answers the Run form, so a refusal is shown under the form too.
         """
         updates: Updates = {self.session: session_id}
         model = engine.model_for(Workspace(engine.flow, engine.history, session_id))
@@ -151,6 +165,8 @@ class ChatTab:
         )
         if edited and reply.valid is False:
             updates[self.status] = status_line(reply.errors, saved=reply.version, applied=False)
+        elif edited:
+            updates[self.status] = status_line([], saved=reply.version, applied=True)
         else:
             status = status_line([], saved=reply.version, applied=True, empty=reply.yaml is None)
             if reply.valid is False and reply.errors:  # the assistant gave up: its draft was never saved
@@ -171,6 +187,10 @@ class ChatTab:
         updates.update(self._form(engine, reply.yaml, form_key))
         if reply.run_ids:
             updates[self.run_status] = run_line(engine, reply.run_ids[-1])
+        elif from_form:
+            updates[self.run_status] = "✗ **Not run** — " + reply.text
+        updates[self.review] = gr.update(value=review_text(reply.review), visible=bool(reply.review))
+        updates[self.grant] = gr.update(visible=bool(reply.review))
         return updates
 
     def _form(self, engine: ConversationEngine, source: str | None, form_key: str) -> Updates:
@@ -186,7 +206,9 @@ class ChatTab:
             if spec.enum:
                 hints.append("one of " + ", ".join(map(str, spec.enum)))
             if spec.default is not None:
-                hints.append(f"default: {spec.default}")
+                # Arrays and objects are typed as JSON, so their defaults are shown as JSON too.
+                default = spec.default if isinstance(spec.default, str) else json.dumps(spec.default)
+                hints.append(f"default: {default}")
             elif spec.is_required:
                 hints.append("required")
             change: dict[str, Any] = {
@@ -212,7 +234,14 @@ class ChatTab:
         return {self.chatbot: history, **self.show(engine, session_id, reply, form_key)}
 
     async def turn(
-        self, text: str, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str
+        self,
+        text: str,
+        history: list[dict[str, Any]] | None,
+        session_id: str | None,
+        form_key: str,
+        request: gr.Request | None = None,
+        *,
+        from_form: bool = False,
     ) -> AsyncIterator[Updates]:
         """One chat turn, streamed: the question at once, then the steps, then the reply and the panel."""
         text = message_text(text).strip()
@@ -224,30 +253,60 @@ class ChatTab:
         messages = [*chat_messages(history), {"role": "user", "content": text}, {"role": "assistant", "content": "…"}]
         yield {self.chatbot: messages, self.session: session_id}
         try:
-            async for item in engine.stream(session_id, text, channel="web"):
+            async for item in engine.stream(session_id, text, channel="web", person=person_of(request)):
                 if isinstance(item, Progress):
                     messages[-1] = {"role": "assistant", "content": f"⏳ _{item.text}_"}
                     yield {self.chatbot: messages}
                 else:
                     messages[-1] = {"role": "assistant", "content": item.text}
-                    yield {self.chatbot: messages, **self.show(engine, session_id, item, form_key)}
+                    shown = self.show(engine, session_id, item, form_key, from_form=from_form)
+                    yield {self.chatbot: messages, **shown}
         except Exception as exc:  # a bug, not the model: the model's failures come back as a reply
             log.exception("chat turn failed")
             messages[-1] = {"role": "assistant", "content": f"Something went wrong on the server: {exc}"}
             yield {self.chatbot: messages}
 
     async def submit(
-        self, text: str, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str
+        self,
+        text: str,
+        history: list[dict[str, Any]] | None,
+        session_id: str | None,
+        form_key: str,
+        request: gr.Request,
     ) -> AsyncIterator[Updates]:
         first = True
-        async for update in self.turn(text, history, session_id, form_key):
+        async for update in self.turn(text, history, session_id, form_key, request):
             if first:
                 update = {**update, self.message: ""}
                 first = False
             yield update
 
+    async def action(
+        self,
+        text: str,
+        history: list[dict[str, Any]] | None,
+        session_id: str | None,
+        form_key: str,
+        request: gr.Request,
+    ) -> AsyncIterator[Updates]:
+        """A suggested action's button: its label is the command."""
+        async for update in self.turn(text, history, session_id, form_key, request):
+            yield update
+
+    async def grant_current(
+        self, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str, request: gr.Request
+    ) -> AsyncIterator[Updates]:
+        """The Grant button: the person grants what the current version needs, as `/grant` in the conversation."""
+        async for update in self.turn("/grant", history, session_id, form_key, request):
+            yield update
+
     async def run_form(
-        self, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str, *values: str
+        self,
+        history: list[dict[str, Any]] | None,
+        session_id: str | None,
+        form_key: str,
+        request: gr.Request,
+        *values: str,
     ) -> AsyncIterator[Updates]:
         """Run the current workflow with the form's values, as `/run k=v …` in the conversation."""
         engine = await asyncio.to_thread(engine_of, self.state)
@@ -255,7 +314,7 @@ class ChatTab:
         names = list(workflow_inputs(engine, current.source if current else None))
         pairs = [f"{name}={value}" for name, value in zip(names, values, strict=False) if (value or "").strip()]
         command = " ".join(["/run", *(shlex.quote(pair) for pair in pairs)])
-        async for update in self.turn(command, history, session_id, form_key):
+        async for update in self.turn(command, history, session_id, form_key, request, from_form=True):
             yield update
 
     def check(self, session_id: str | None, source: str) -> str:
@@ -270,15 +329,40 @@ class ChatTab:
         applied = current is not None and current.source == normalized
         return status_line(engine.check(source), saved=current.number if current else None, applied=applied)
 
-    def apply_edit(self, session_id: str | None, source: str, form_key: str) -> Updates:
+    def apply_edit(self, session_id: str | None, source: str, form_key: str, request: gr.Request) -> Updates:
         """Save the editor's YAML as a new version, or show its errors (the text stays for fixing)."""
         session_id = session_id or uuid.uuid4().hex
         engine = engine_of(self.state)
-        reply = engine.apply_edit(session_id, source)
+        reply = engine.apply_edit(session_id, source, person=person_of(request))
         updates = self.show(engine, session_id, reply, form_key, edited=True)
         if reply.valid is False:
             del updates[self.diff]  # the last saved edit is still the last edit
         return updates
+
+
+def person_of(request: gr.Request | None) -> str:
+    """Who clicked: the login name when auth is on; this machine's only user otherwise."""
+    username = getattr(request, "username", None) if request is not None else None
+    return f"web:{username or 'local'}"
+
+
+def review_text(missing: list[str]) -> str:
+    if not missing:
+        return ""
+    lines = "\n".join(f"- {line}" for line in missing)
+    return (
+        "⚠ **Needs your grant before it can run.** This version may use, beyond what was granted:\n"
+        f"{lines}\n\nCheck the diff, then **Grant** (or type `/grant`)."
+    )
+
+
+# Apply must save what the editor holds *now*: read CodeMirror's document in the browser at the click,
+# rather than the component value, which lags keystrokes typed just before the click.
+EDITOR_TEXT_JS = """(session, source, key) => {
+  const content = document.querySelector('#yaml-editor .cm-content');
+  const view = content && content.cmView && content.cmView.view;
+  return [session, view ? view.state.doc.toString() : source, key];
+}"""
 
 
 def build(state: AppState, session: gr.BrowserState) -> ChatTab:
@@ -314,6 +398,9 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
                 elem_id="yaml-editor",
             )
             apply = gr.Button("Apply edit", elem_id="apply-edit")
+            with gr.Group(visible=True):
+                review = gr.Markdown(visible=False, elem_id="grant-review")
+                grant = gr.Button("Grant", variant="stop", visible=False, elem_id="grant-button")
             with gr.Accordion("Run", open=True):
                 fields = [gr.Textbox(visible=False, elem_classes=["run-input"]) for _ in range(MAX_INPUTS)]
                 form_key = gr.State("")
@@ -337,6 +424,8 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
         run,
         run_status,
         diff,
+        review,
+        grant,
     )
     wire(tab)
     return tab
@@ -358,8 +447,9 @@ def wire(tab: ChatTab) -> None:
         )
     for button in tab.actions:
         button.click(
-            tab.turn, inputs=[button, *turn_inputs], outputs=tab.outputs, api_visibility="private", **unlimited
+            tab.action, inputs=[button, *turn_inputs], outputs=tab.outputs, api_visibility="private", **unlimited
         )
+    tab.grant.click(tab.grant_current, inputs=turn_inputs, outputs=tab.outputs, api_visibility="private", **unlimited)
     tab.run.click(
         tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, api_visibility="private", **unlimited
     )
@@ -379,6 +469,7 @@ def wire(tab: ChatTab) -> None:
         tab.apply_edit,
         inputs=[tab.session, tab.editor, tab.form_key],
         outputs=tab.outputs,
+        js=EDITOR_TEXT_JS,
         api_visibility="private",
         **editor_lane,
     )

@@ -98,7 +98,7 @@ def daily_budgets(store: SQLiteStore) -> dict[str, float]:
     found: dict[str, float] = {}
     for stored in store.list_workflows():
         try:
-            workflow = load_workflow(stored.source, stored.name)
+            workflow = load_workflow(stored.source, stored.name, network_tools=())
         except SpecErrors:
             continue
         if workflow.spec.budget.daily_usd is not None:
