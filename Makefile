@@ -7,15 +7,27 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export GRADIO_ANALYTICS_ENABLED := False
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint bench run clean browser
+.PHONY: install test lint bench run clean browser lock
 
-$(STAMP): pyproject.toml
+# Every machine installs exactly the versions in requirements.lock, checked against their hashes;
+# only `make lock` changes them, on purpose.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every dependency to the newest versions pyproject.toml allows, with their hashes.
+# uv is only needed here (pinned); the install above uses pip alone.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'uv==0.13.9'
+	printf 'setuptools>=68\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --generate-hashes \
+		--universal --python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
+	rm -f $(STAMP)
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers offline).
 browser:

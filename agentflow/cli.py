@@ -276,7 +276,7 @@ def _find(flow: AgentFlow, run_id: str) -> str:
 
 
 def _runs(flow: AgentFlow, args: argparse.Namespace) -> int:
-    from agentflow.progress import render_run, render_run_list, run_summary
+    from agentflow.progress import approval_summary, render_events, render_run, render_run_list, run_summary
 
     if args.runs_command == "list":
         runs = flow.store.list_runs(limit=args.limit, statuses=tuple(args.status), workflow=args.workflow)
@@ -289,13 +289,18 @@ def _runs(flow: AgentFlow, args: argparse.Namespace) -> int:
     run = flow.store.get_run(run_id)
     assert run is not None
     summary = run_summary(run, flow.store.node_runs(run_id))
-    if args.events:
-        summary["events"] = flow.store.events(run_id)
+    approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
+    events = flow.store.events(run_id) if args.events else None
     if args.json:
+        if approval is not None:
+            summary["approval"] = approval_summary(approval)
+        if events is not None:
+            summary["events"] = events
         print(json.dumps(summary, ensure_ascii=False, default=str))
-    else:
-        approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
-        print(render_run(summary, approval))
+        return 0
+    print(render_run(summary, approval))
+    if events is not None:
+        print(render_events(events))
     return 0
 
 

@@ -142,6 +142,90 @@ def render_run(summary: dict[str, Any], approval: ApprovalRecord | None) -> str:
     return "\n".join(lines)
 
 
+def approval_summary(approval: ApprovalRecord) -> dict[str, Any]:
+    """The pending approval in a run's `--json` view: what the person is asked, and since when."""
+    return {"node_id": approval.node_id, "message": approval.message, "requested_at": approval.requested_at}
+
+
+# Fields shown in the time, type and node columns, shown by `_event_details`, or too big for one line (outputs).
+_EVENT_NOT_EXTRA = frozenset(
+    {"id", "type", "run_id", "at", "node_id", "node_type", "attempt", "iteration", "item_index", "started_at"}
+    | {"workflow", "version", "resumed", "status", "approved", "limit", "allowed", "used", "error", "input_tokens"}
+    | {"output_tokens", "tokens", "cost_usd", "tool", "model", "latency_ms", "message", "comment", "output", "outputs"}
+)
+
+
+def _one_line(text: object, limit: int | None = 120) -> str:
+    flat = " ".join(str(text).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _event_where(event: dict[str, Any]) -> str:
+    node = event.get("node_id")
+    if not node:
+        return ""
+    where = str(node)
+    if event.get("item_index") is not None:
+        where += f"[{event['item_index']}]"
+    if event.get("node_type"):
+        where += f" ({event['node_type']})"
+    if event.get("iteration"):
+        where += f" loop {event['iteration'] + 1}"
+    if (event.get("attempt") or 1) > 1:
+        where += f" attempt {event['attempt']}"
+    return where
+
+
+def _event_details(event: dict[str, Any]) -> list[str]:
+    """What happened, most telling first: status, error, tokens, cost, tool or model, latency."""
+    parts: list[str] = []
+    if event.get("workflow"):
+        parts.append(f"{event['workflow']} ({event.get('version')})" + (", resumed" if event.get("resumed") else ""))
+    if event.get("status"):
+        parts.append(str(event["status"]))
+    if "approved" in event:
+        parts.append("approved" if event["approved"] else "rejected")
+    if event.get("limit"):
+        parts.append(f"{event['limit']} limit {event.get('allowed', 0):g} reached (used {event.get('used', 0):g})")
+    if event.get("error"):
+        parts.append(f"error: {_one_line(event['error'], limit=None)}")  # the cause is often at the end: keep it
+    if "input_tokens" in event:
+        parts.append(f"{event['input_tokens']} in + {event.get('output_tokens', 0)} out tokens")
+    elif event.get("tokens"):
+        parts.append(f"{event['tokens']} tokens")
+    if event.get("cost_usd"):
+        parts.append(f"${event['cost_usd']:.6f}")
+    if event.get("tool"):
+        parts.append(f"tool {event['tool']}")
+    if event.get("model"):
+        parts.append(f"model {event['model']}")
+    if event.get("latency_ms") is not None:
+        parts.append(f"{event['latency_ms']:.0f} ms")
+    if event.get("message"):
+        parts.append(f"message: {_one_line(event['message'])}")
+    if event.get("comment"):
+        parts.append(f"comment: {_one_line(event['comment'])}")
+    # Event types added later still show their scalar fields, rather than nothing.
+    for key, value in event.items():
+        if key not in _EVENT_NOT_EXTRA and isinstance(value, str | int | float) and value != "":
+            parts.append(f"{key}={_one_line(value, 60)}")
+    return parts
+
+
+def render_events(events: list[dict[str, Any]]) -> str:
+    """A run's event log, one line per event: time, type, node, and what happened."""
+    if not events:
+        return "events: none recorded"
+    lines = ["events:"]
+    for event in events:
+        at = event.get("at")
+        when = datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
+        where = _event_where(event)
+        details = ", ".join(_event_details(event))
+        lines.append(f"  {when}  {event.get('type', '?'):<18}  {where:<24}  {details}".rstrip())
+    return "\n".join(lines)
+
+
 def render_run_list(runs: list[RunRecord]) -> str:
     if not runs:
         return "no runs yet; start one with: agentflow run examples/hello.yaml"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,39 @@ def ui_builder() -> Callable[[Any], Any] | None:
     return builder
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """The server's listening sockets, bound before it starts: a busy port is then one line, not a traceback."""
+    from agentflow.settings import SettingsError
+
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SettingsError(f"AGENTFLOW_HOST={host!r} is not an address of this machine ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):  # `localhost` may be both 127.0.0.1 and ::1
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            # As uvicorn and asyncio do: restart at once over connections still in TIME_WAIT, one family a socket.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SettingsError(
+                f"port {port} on {host} is in use; "
+                "stop the other server or set AGENTFLOW_PORT (or --port) to a free port"
+            ) from None
+        raise SettingsError(
+            f"cannot listen on {host} port {port}: {exc.strerror}; set AGENTFLOW_HOST and AGENTFLOW_PORT "
+            "(or --host and --port) to an address of this machine and a free port"
+        ) from None
+    return sockets
+
+
 def main() -> int:
     import uvicorn
 
@@ -37,8 +72,19 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         app = create_app(settings, build_ui=ui_builder())
+        host = settings.host.strip("[]")
+        sockets = listen(host, settings.port)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host.strip("[]"), port=settings.port)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=settings.port))
+    shown = f"[{host}]" if ":" in host else host
+    log.info("AgentFlow starting on http://%s:%d (Ctrl-C to stop)", shown, settings.port)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled once it has shut down; uvicorn.run swallows it too
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0 if server.started else 3  # 3: the app failed to start (uvicorn's exit code for it)

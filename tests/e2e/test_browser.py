@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import FastAPI, Request
 
 from tests.e2e.server import fake_settings, serve
-from tests.fakes.openai_server import FakeLLM, Text, ToolCalls
+from tests.fakes.openai_server import FakeLLM, ServerThread, Text, ToolCalls
 from tests.integration.helpers import workflow
 
 if TYPE_CHECKING:
@@ -229,5 +230,106 @@ def test_approve_rerun_and_cancel_from_the_runs_tab(browser: Browser, tmp_path: 
         expect(detail).to_contain_text("— cancelled")
         expect(page.locator("#runs-table").get_by_role("gridcell", name="cancelled")).to_be_visible()
         shot(page, "12-cancelled")
+        page.close()
+    context.close()
+
+
+def test_a_person_grants_in_the_browser_and_then_the_run_works(
+    browser: Browser, tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    """The assistant's workflow reaches the network: it waits for the person's Grant, then runs."""
+    from dataclasses import replace
+
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    received: list[str] = []
+    listener = FastAPI()
+
+    @listener.post("/notify")
+    async def notify(request: Request) -> dict[str, bool]:
+        received.append((await request.body()).decode())
+        return {"ok": True}
+
+    server = ServerThread(listener)
+    server.start()
+    notifier = workflow(
+        "notify",
+        f"""
+        inputs: {{text: {{type: string, description: what to send}}}}
+        nodes:
+          send:
+            type: tool
+            tool: http_request
+            args: {{method: POST, url: "{server.url}/notify", body: "{{{{ inputs.text }}}}"}}
+        outputs: {{status: "{{{{ send.status }}}}"}}
+        """,
+    )
+    fake_llm.enqueue(ToolCalls([("write_workflow", {"yaml": notifier, "summary": "notify"})]))
+    fake_llm.enqueue(ToolCalls([("run_workflow", {"inputs": {"text": "from the model"}})]))
+    fake_llm.enqueue(Text("It needs your grant first: it posts to your server."))
+    # The operator opened loopback, so only the grant stands between the draft and the listener.
+    settings = replace(fake_settings(tmp_path / "data", fake_llm), egress_allow_internal=("127.0.0.1",))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        with serve(settings) as url:
+            page = context.new_page()
+            page.goto(url)
+            message = page.locator("#chat-input textarea")
+            message.fill("notify my server when something happens")
+            message.press("Enter")
+            review = page.locator("#grant-review")
+            expect(review).to_contain_text("Needs your grant before it can run")
+            expect(review).to_contain_text("tool http_request")
+            expect(review).to_contain_text("egress to 127.0.0.1")
+            assert received == []
+            shot(page, "13-needs-grant")
+
+            page.locator("#grant-button").click()
+            expect(page.locator("#chatbot")).to_contain_text("Granted by web:local")
+            expect(page.locator("#grant-button")).to_be_hidden()
+
+            page.locator("#run-button").click()  # the required input is empty: refused, said under the form
+            expect(page.locator("#run-status")).to_contain_text("Not run")
+            expect(page.locator("#run-status")).to_contain_text("missing input 'text'")
+            field = page.locator(".run-input").filter(has_text="text (string)")
+            field.locator("textarea").fill("hello listener")
+            page.locator("#run-button").click()
+            expect(page.locator("#run-status")).to_contain_text("succeeded")
+            assert received == ["hello listener"]
+            shot(page, "14-granted-and-ran")
+
+            # Typing and clicking Apply at once saves what was typed last, every time.
+            editor = page.locator("#yaml-editor .cm-content")
+            editor.locator(".cm-line").filter(has_text="metadata:").click(position={"x": 2, "y": 2})
+            page.keyboard.press("End")
+            page.keyboard.type("  # fast")
+            page.locator("#apply-edit").click()
+            expect(page.locator("#validation-status")).to_contain_text("Valid — saved as version 2")
+            page.get_by_text("Last edit (diff)").click()
+            expect(page.locator("#edit-diff")).to_contain_text("# fast")
+            page.close()
+    finally:
+        context.close()
+        server.stop()
+
+
+def test_apply_reads_the_editor_text_in_the_browser(browser: Browser, tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """The script Apply runs finds CodeMirror's document (a CodeMirror upgrade that moves it fails here)."""
+    from playwright.sync_api import expect
+
+    from agentflow.web.ui.chat import EDITOR_TEXT_JS
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = browser.new_context()
+    with serve(fake_settings(tmp_path / "data", fake_llm)) as url:
+        page = context.new_page()
+        page.goto(url)
+        page.locator("#chat-input textarea").fill("/new hello")
+        page.locator("#chat-input textarea").press("Enter")
+        expect(page.locator("#yaml-editor .cm-content")).to_contain_text("name: hello")
+        session, text, key = page.evaluate(f"({EDITOR_TEXT_JS})('s', 'stale', 'k')")
+        assert (session, key) == ("s", "k")
+        assert text != "stale" and "name: hello" in text and text.count("\n") > 5
         page.close()
     context.close()

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.network_guard import NetworkBlockedError, take_blocked
@@ -66,6 +67,15 @@ def test_create_connection_and_urllib_are_refused() -> None:
         socket.create_connection((TEST_NET, 80), timeout=5)
     with pytest.raises(NetworkBlockedError, match=r"192\.0\.2\.1:8080"):
         urllib.request.urlopen(f"http://{TEST_NET}:8080/", timeout=5)
+
+
+@pytest.mark.usefixtures("on_purpose")
+async def test_httpx_is_refused_with_the_guards_error_not_a_connect_error() -> None:
+    with pytest.raises(NetworkBlockedError, match=r"192\.0\.2\.1:80"):
+        httpx.get(f"http://{TEST_NET}/", timeout=5)
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(NetworkBlockedError, match=r"'api\.openai\.com'"):
+            await client.get("https://api.openai.com/v1/models")
 
 
 @pytest.mark.parametrize("name", ["example.com", "api.openai.com", "localhost.example.com"])
@@ -150,4 +160,4 @@ def test_a_test_that_swallowed_an_attempt_fails(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*the test tried to reach the name 'example.com'*tests/fakes/*"])
+    result.stdout.fnmatch_lines(["*the test tried to reach the name 'example.com'*.py:5 test_careless)*tests/fakes/*"])

@@ -358,10 +358,12 @@ def review_text(missing: list[str]) -> str:
 
 # Apply must save what the editor holds *now*: read CodeMirror's document in the browser at the click,
 # rather than the component value, which lags keystrokes typed just before the click.
+# CodeMirror 6 hangs its EditorView on the content element (`cmTile` since 6.38, `cmView` before).
 EDITOR_TEXT_JS = """(session, source, key) => {
   const content = document.querySelector('#yaml-editor .cm-content');
-  const view = content && content.cmView && content.cmView.view;
-  return [session, view ? view.state.doc.toString() : source, key];
+  const owner = content && (content.cmTile || content.cmView);
+  const view = owner && owner.view;
+  return [session, view && view.state ? view.state.doc.toString() : source, key];
 }"""
 
 
