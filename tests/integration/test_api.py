@@ -278,3 +278,50 @@ def test_unknown_things_are_404_json(client: TestClient, method: str, path: str)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.json()["detail"]
+
+
+# -- grants ------------------------------------------------------------------------------------------
+
+NOTIFY = workflow(
+    "notify",
+    """
+    permissions: {egress: [hooks.example.com]}
+    nodes:
+      send: {type: tool, tool: http_request, args: {url: "https://hooks.example.com/{{ inputs.path }}"}}
+    inputs: {path: string}
+    """,
+)
+
+
+def test_a_version_saved_through_the_api_is_granted_by_its_caller(client: TestClient) -> None:
+    saved = save(client, NOTIFY)
+    assert saved["review"]["needs_review"] is False
+    assert saved["review"]["capabilities"]["text"] == "tool http_request; egress to hooks.example.com"
+    [grant] = client.get("/api/workflows/notify/grants").json()
+    assert (grant["granted_by"], grant["version"]) == ("api:admin", saved["version"])
+
+
+def test_a_version_beyond_its_grant_is_refused_until_a_person_grants_it(client: TestClient) -> None:
+    flow = client.app.state.agentflow.flow  # type: ignore[attr-defined]
+    stored = flow.save_workflow(NOTIFY)  # as the assistant saves: nothing granted
+    detail = client.get(f"/api/workflows/notify/versions/{stored.version}").json()
+    assert detail["review"]["needs_review"] is True
+    assert detail["review"]["missing"]["egress"] == ["hooks.example.com"]
+
+    refused = client.post("/api/runs", json={"workflow": "notify", "inputs": {"path": "x"}})
+    assert refused.status_code == 403
+    assert "needs a person's grant" in refused.json()["detail"]
+    assert refused.json()["missing"]["tools"] == ["http_request"]
+    assert client.get("/api/runs").json() == []
+
+    granted = client.post("/api/workflows/notify/grant", json={"version": stored.version})
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["review"]["needs_review"] is False
+    queued = client.post("/api/runs", json={"workflow": "notify", "inputs": {"path": "x"}})
+    assert queued.status_code == 202
+
+
+def test_granting_an_unknown_workflow_is_a_404(client: TestClient) -> None:
+    response = client.post("/api/workflows/nope/grant")
+    assert response.status_code == 404
+    assert "no workflow named 'nope'" in response.json()["detail"]

@@ -31,7 +31,7 @@ def test_every_locked_package_is_installed_at_its_locked_version() -> None:
     assert {"litellm", "langgraph", "gradio", "mlflow", "pyyaml"} <= set(pins)
     installed = {canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
     wrong = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
-    assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}; run `make install`"
+    assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}; make install"
 
 
 def test_the_lock_meets_the_security_floors() -> None:

@@ -10,10 +10,12 @@ import gradio as gr
 
 from agentflow.chat.engine import ConversationEngine, Reply
 from agentflow.chat.workspace import Turn, plain_errors
+from agentflow.trust.capabilities import Capabilities
 from agentflow.web.ui import queries
 from agentflow.web.ui.chat import ChatTab, Updates, chat_messages, engine_of
 
 if TYPE_CHECKING:
+    from agentflow.runtime import AgentFlow
     from agentflow.web.server import AppState
 
 EMPTY = "No saved workflows yet. In the Chat tab, `/save NAME` saves the current one; running it saves it too."
@@ -53,9 +55,13 @@ class WorkflowsTab:
     source: gr.Code
     open: gr.Button
     result: gr.Markdown
+    grant: gr.Markdown
 
     def refresh(self) -> Updates:
-        frame = queries.workflows_frame(engine_of(self.state).flow.store)
+        flow = engine_of(self.state).flow
+        frame = queries.workflows_frame(flow.store)
+        if not frame.empty:
+            frame["grant"] = [grant_cell(flow, str(name), str(version)) for name, version in frame.iloc[:, :2].values]
         return {self.table: frame, self.hint: gr.update(visible=frame.empty, value=EMPTY)}
 
     def pick(self, event: gr.SelectData) -> Updates:
@@ -73,11 +79,13 @@ class WorkflowsTab:
             self.source: latest.source if latest else "",
             self.open: gr.update(interactive=latest is not None),
             self.result: "",
+            self.grant: grant_text(engine_of(self.state).flow, name, chosen),
         }
 
-    def view(self, name: str, version: str | None) -> str:
-        stored = engine_of(self.state).flow.store.get_workflow(name, version) if name and version else None
-        return stored.source if stored else ""
+    def view(self, name: str, version: str | None) -> Updates:
+        flow = engine_of(self.state).flow
+        stored = flow.store.get_workflow(name, version) if name and version else None
+        return {self.source: stored.source if stored else "", self.grant: grant_text(flow, name, version)}
 
     def open_in_chat(
         self,
@@ -103,12 +111,46 @@ class WorkflowsTab:
         return updates
 
 
+def grant_cell(flow: AgentFlow, name: str, version: str) -> str:
+    stored = flow.store.get_workflow(name, version)
+    if stored is None:
+        return ""
+    try:
+        review = flow.review(stored)
+    except Exception:  # an old version that no longer compiles: say so rather than fail the table
+        return "cannot be checked"
+    return f"needs review: {review.missing.describe()}" if review.needs_review else "granted"
+
+
+def grant_text(flow: AgentFlow, name: str, version: str | None) -> str:
+    """What a version may use, what of it waits for a person, and who granted the workflow what, when."""
+    stored = flow.store.get_workflow(name, version) if name and version else None
+    if stored is None:
+        return ""
+    review = flow.review(stored)
+    lines = [f"**Uses:** {review.wanted.describe()}"]
+    if review.needs_review:
+        lines.append(
+            f"⚠ **Needs review** — it cannot run until a person grants: {review.missing.describe()} "
+            f"(open it in the chat and click **Grant**, or `agentflow grant {name} --version {stored.version}`)"
+        )
+    records = flow.store.list_grants(name)[:5]
+    if records:
+        lines.append("**Grants** (newest first):")
+        lines += [
+            f"- {queries.when(record.granted_at)} by {record.granted_by}: "
+            f"{Capabilities.from_dict(record.capabilities).describe()}"
+            for record in records
+        ]
+    return "\n".join(lines)
+
+
 def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             hint = gr.Markdown(EMPTY, visible=False)
             table = gr.Dataframe(
-                headers=queries.WORKFLOW_COLUMNS,
+                headers=[*queries.WORKFLOW_COLUMNS, "grant"],
                 interactive=False,
                 wrap=True,
                 label="Saved workflows (click one)",
@@ -119,13 +161,14 @@ def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
             name = gr.State("")
             versions = gr.Dropdown(label="Versions", choices=[], interactive=True, elem_id="workflow-versions")
             source = gr.Code(language="yaml", interactive=False, lines=18, max_lines=30, label="Source")
+            grant = gr.Markdown(elem_id="workflow-grant")
             open_button = gr.Button("Open in chat", variant="primary", interactive=False, elem_id="open-in-chat")
             result = gr.Markdown()
-    tab = WorkflowsTab(state, chat, tabs, table, hint, name, versions, source, open_button, result)
+    tab = WorkflowsTab(state, chat, tabs, table, hint, name, versions, source, open_button, result, grant)
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     refresh.click(tab.refresh, outputs=[table, hint], **private)
-    table.select(tab.pick, outputs=[name, versions, source, open_button, result], **private)
-    versions.input(tab.view, inputs=[name, versions], outputs=source, **private)
+    table.select(tab.pick, outputs=[name, versions, source, open_button, result, grant], **private)
+    versions.input(tab.view, inputs=[name, versions], outputs=[source, grant], **private)
     open_button.click(
         tab.open_in_chat,
         inputs=[chat.session, name, versions, chat.chatbot, chat.form_key],
