@@ -252,15 +252,17 @@ async def _execute(flow: AgentFlow, run_id: str, as_json: bool, start: Any) -> i
 
 
 def _report(flow: AgentFlow, run_id: str, as_json: bool) -> None:
-    from agentflow.progress import render_run, run_summary
+    from agentflow.progress import approval_summary, render_run, run_summary
 
     run = flow.store.get_run(run_id)
     assert run is not None
     summary = run_summary(run, flow.store.node_runs(run_id))
+    approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
     if as_json:
+        if approval is not None:  # the same shape as `runs show --json` and the REST API
+            summary["approval"] = approval_summary(approval)
         print(json.dumps(summary, ensure_ascii=False, default=str))
         return
-    approval = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
     print(render_run(summary, approval))
 
 

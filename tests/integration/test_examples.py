@@ -365,6 +365,7 @@ def test_bounded_loop_stops_at_max(cli: CLI) -> None:
 def test_approval_rejected_ends_the_run(cli: CLI) -> None:
     code, result = cli("run", example("approval.yaml"))
     assert (code, result["status"]) == (3, "waiting_approval")
+    assert result["approval"]["node_id"] == "sign_off" and "Refund" in result["approval"]["message"]
 
     code, result = cli("approve", result["run_id"], "--reject", "--comment", "too much")
 
