@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from agentflow.engine.events import EventBus
 from agentflow.engine.executor import Executor
 from agentflow.engine.runner import Engine
 from agentflow.observability.costs import Ledger
+from agentflow.secrets import MIN_REDACTED_CHARS
 from agentflow.settings import Settings
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.loader import MAX_FILE_BYTES
@@ -21,10 +23,30 @@ from agentflow.store.base import GrantRecord, RunRecord, WorkflowVersion
 from agentflow.store.sqlite import SQLiteStore
 from agentflow.tools.registry import ToolRegistry, builtin_registry
 from agentflow.trust.grants import Grants, Review
-from agentflow.trust.secrets import OperatorSecrets
+from agentflow.trust.secrets import MIN_SECRET_CHARS, OperatorSecrets
 
 if TYPE_CHECKING:
     from agentflow.observability.exporter import TraceExporter
+
+
+log = logging.getLogger("agentflow")
+
+
+def _warn_short_secrets(settings: Settings, secrets: OperatorSecrets) -> None:
+    """Values too short to redact safely: said once at start, where the operator looks."""
+    short = secrets.short_names()
+    if short:
+        log.warning(
+            "secrets shorter than %d characters are refused (too short to redact): %s; give them longer values",
+            MIN_SECRET_CHARS,
+            ", ".join(short),
+        )
+    if settings.api_key and len(settings.api_key) < MIN_REDACTED_CHARS:
+        log.warning(
+            "AGENTFLOW_API_KEY is shorter than %d characters, so it is not redacted from traces; "
+            "if it is a real key, it is stored as is",
+            MIN_REDACTED_CHARS,
+        )
 
 
 @dataclass
@@ -51,15 +73,17 @@ class AgentFlow:
         bus = EventBus()
         bus.subscribe(store.record)
         registry = tools or builtin_registry()
+        secrets = OperatorSecrets(settings.home)
         services = Services(
             settings=settings,
             tools=registry,
             flush=store.flush,
-            secrets=OperatorSecrets(settings.home),
+            secrets=secrets,
             grants=Grants(store, registry),
             llm_factory=llm_factory,
         )
         services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
+        _warn_short_secrets(settings, secrets)
         engine = Engine(store, services, bus)
         flow = cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
         if tracing:

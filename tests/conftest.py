@@ -30,10 +30,13 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture
-def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
-    """An AgentFlow process on a fresh data directory, its models served by the fake."""
-    settings = Settings(
+def fake_settings(home: Path, fake_llm: FakeLLM, *, open_loopback: bool = True) -> Settings:
+    """Settings for a process whose models are the fake.
+
+    `open_loopback`: the operator opens 127.0.0.1 to network tools, so the suite's local
+    fakes (and only they) stand in for the internet; without it, nothing internal is open.
+    """
+    return Settings(
         home=home,
         model="openai/test-model",
         api_base=fake_llm.base_url,
@@ -41,9 +44,13 @@ def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
         llm_timeout=10.0,
         llm_retries=0,
         prices={"openai/test-model": TEST_PRICE},
-        # The operator opens loopback: the suite's local fakes (and only they) stand in for the internet.
-        egress_allow_internal=("127.0.0.1",),
+        egress_allow_internal=("127.0.0.1",) if open_loopback else (),
     )
-    instance = AgentFlow.open(settings)
+
+
+@pytest.fixture
+def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
+    """An AgentFlow process on a fresh data directory, its models served by the fake."""
+    instance = AgentFlow.open(fake_settings(home, fake_llm))
     yield instance
     instance.close()

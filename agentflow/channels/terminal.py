@@ -7,6 +7,7 @@ import sys
 from typing import IO
 
 from agentflow.chat.engine import ConversationEngine, Progress, Reply
+from agentflow.cli_grants import person
 from agentflow.runtime import AgentFlow
 
 GOODBYE = ("/quit", "/exit")
@@ -55,7 +56,8 @@ async def chat_loop(
             continue
         if text in GOODBYE:
             break
-        async for item in engine.stream(session_id, text, channel="terminal"):
+        # The person at this terminal is who grants and approves from it (as with `agentflow grant`).
+        async for item in engine.stream(session_id, text, channel="terminal", person=person()):
             if isinstance(item, Progress):
                 say(f"  … {item.text}")
             else:

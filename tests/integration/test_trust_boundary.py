@@ -18,9 +18,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from agentflow.chat.engine import ConversationEngine
 from agentflow.runtime import AgentFlow
-from agentflow.settings import Settings
 from agentflow.trust.grants import NeedsGrantError
-from tests.conftest import TEST_PRICE
+from tests.conftest import fake_settings
 from tests.fakes.openai_server import FakeLLM, ServerThread, Text, ToolCalls
 from tests.integration.helpers import PERSON, run_source, workflow
 
@@ -257,15 +256,7 @@ def test_a_short_secret_never_corrupts_redacted_text() -> None:
 @pytest.fixture
 def closed_flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
     """A process whose operator opened nothing internal: the default."""
-    settings = Settings(
-        home=home,
-        model="openai/test-model",
-        api_base=fake_llm.base_url,
-        api_key="test-key",
-        llm_retries=0,
-        prices={"openai/test-model": TEST_PRICE},
-    )
-    instance = AgentFlow.open(settings)
+    instance = AgentFlow.open(fake_settings(home, fake_llm, open_loopback=False))
     yield instance
     instance.close()
 
