@@ -318,7 +318,7 @@ def test_apply_reads_the_editor_text_in_the_browser(browser: Browser, tmp_path: 
     """The script Apply runs finds CodeMirror's document (a CodeMirror upgrade that moves it fails here)."""
     from playwright.sync_api import expect
 
-    from agentflow.web.ui.chat import EDITOR_TEXT_JS
+    from agentflow.web.ui.chat import CHECK_TEXT_JS, EDITOR_TEXT_JS
 
     expect.set_options(timeout=TIMEOUT_MS)
     context = browser.new_context()
@@ -328,8 +328,10 @@ def test_apply_reads_the_editor_text_in_the_browser(browser: Browser, tmp_path: 
         page.locator("#chat-input textarea").fill("/new hello")
         page.locator("#chat-input textarea").press("Enter")
         expect(page.locator("#yaml-editor .cm-content")).to_contain_text("name: hello")
-        session, text, key = page.evaluate(f"({EDITOR_TEXT_JS})('s', 'stale', 'k')")
-        assert (session, key) == ("s", "k")
+        session, text, key, stamp = page.evaluate(f"({EDITOR_TEXT_JS})('s', 'stale', 'k', '')")
+        assert (session, key) == ("s", "k") and float(stamp) > 0
         assert text != "stale" and "name: hello" in text and text.count("\n") > 5
+        session, text, stamp = page.evaluate(f"({CHECK_TEXT_JS})('s', 'stale', '')")
+        assert text != "stale" and "name: hello" in text
         page.close()
     context.close()

@@ -14,7 +14,7 @@ import shlex
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -122,6 +122,10 @@ class ChatTab:
     diff: gr.Code
     review: gr.Markdown
     grant: gr.Button
+    stamp: gr.Textbox
+    checked: gr.Textbox
+    saved_at: dict[str, float] = field(default_factory=dict)
+    """Session id -> when (browser clock, ms) its last Apply was clicked."""
 
     @property
     def outputs(self) -> list[Component]:
@@ -197,9 +201,9 @@ class ChatTab:
         inputs = list(workflow_inputs(engine, source).items())
         key = "|".join(name for name, _ in inputs) if source else ""
         updates: Updates = {self.form_key: key}
-        for index, field in enumerate(self.fields):
+        for index, box in enumerate(self.fields):
             if index >= len(inputs):
-                updates[field] = gr.update(visible=False, value="")
+                updates[box] = gr.update(visible=False, value="")
                 continue
             name, spec = inputs[index]
             hints = [spec.description or ""]
@@ -218,7 +222,7 @@ class ChatTab:
             }
             if key != form_key:  # a different set of inputs: clear what was typed for the old ones
                 change["value"] = ""
-            updates[field] = gr.update(**change)
+            updates[box] = gr.update(**change)
         if len(inputs) > len(self.fields):
             updates[self.run_status] = f"This workflow has {len(inputs)} inputs; pass the others with `/run k=v`."
         return updates
@@ -317,8 +321,16 @@ class ChatTab:
         async for update in self.turn(command, history, session_id, form_key, request, from_form=True):
             yield update
 
-    def check(self, session_id: str | None, source: str) -> str:
-        """Live validation while typing; nothing is saved."""
+    def check(self, session_id: str | None, source: str, stamp: str = "") -> Any:
+        """Live validation while typing; nothing is saved. A check older than the last save changes nothing.
+
+        The answer is `<stamp>\\n<status>`, shown by the browser unless a save happened since (SHOW_CHECK_JS).
+        """
+        if session_id and _moment(stamp) < self.saved_at.get(session_id, 0.0):
+            return gr.skip()
+        return f"{stamp}\n{self.check_status(session_id, source)}"
+
+    def check_status(self, session_id: str | None, source: str) -> str:
         engine = engine_of(self.state)
         current = engine.history.current(session_id) if session_id else None
         if not source.strip():
@@ -329,15 +341,25 @@ class ChatTab:
         applied = current is not None and current.source == normalized
         return status_line(engine.check(source), saved=current.number if current else None, applied=applied)
 
-    def apply_edit(self, session_id: str | None, source: str, form_key: str, request: gr.Request) -> Updates:
+    def apply_edit(
+        self, session_id: str | None, source: str, form_key: str, stamp: str, request: gr.Request
+    ) -> Updates:
         """Save the editor's YAML as a new version, or show its errors (the text stays for fixing)."""
         session_id = session_id or uuid.uuid4().hex
+        self.saved_at[session_id] = max(self.saved_at.get(session_id, 0.0), _moment(stamp))
         engine = engine_of(self.state)
         reply = engine.apply_edit(session_id, source, person=person_of(request))
         updates = self.show(engine, session_id, reply, form_key, edited=True)
         if reply.valid is False:
             del updates[self.diff]  # the last saved edit is still the last edit
         return updates
+
+
+def _moment(stamp: str) -> float:
+    try:
+        return float(stamp)
+    except ValueError:
+        return 0.0
 
 
 def person_of(request: gr.Request | None) -> str:
@@ -357,13 +379,27 @@ def review_text(missing: list[str]) -> str:
 
 
 # Apply must save what the editor holds *now*: read CodeMirror's document in the browser at the click,
-# rather than the component value, which lags keystrokes typed just before the click.
-# CodeMirror 6 hangs its EditorView on the content element (`cmTile` since 6.38, `cmView` before).
-EDITOR_TEXT_JS = """(session, source, key) => {
+# rather than the component value, which lags keystrokes typed just before the click. Checks and saves
+# also carry the moment they were triggered, so a check triggered before a save never overwrites its
+# status, whatever order the browser sends them in. CodeMirror 6 hangs its EditorView on the content
+# element (`cmTile` since 6.38, `cmView` before).
+_EDITOR_DOC = """(fallback) => {
   const content = document.querySelector('#yaml-editor .cm-content');
   const owner = content && (content.cmTile || content.cmView);
   const view = owner && owner.view;
-  return [session, view && view.state ? view.state.doc.toString() : source, key];
+  return view && view.state ? view.state.doc.toString() : fallback;
+}"""
+EDITOR_TEXT_JS = f"""(session, source, key, stamp) => {{
+  window.agentflowSavedAt = Date.now();
+  return [session, ({_EDITOR_DOC})(source), key, String(window.agentflowSavedAt)];
+}}"""
+CHECK_TEXT_JS = f"(session, source, stamp) => [session, ({_EDITOR_DOC})(source), String(Date.now())]"
+# A check's answer ("<stamp>\n<status>") is shown only if no Apply was clicked after the check began: the
+# browser may receive it after the save's own answer.
+SHOW_CHECK_JS = """(result, current) => {
+  const cut = result.indexOf('\\n');
+  const stamp = Number(result.slice(0, cut));
+  return stamp >= (window.agentflowSavedAt || 0) ? result.slice(cut + 1) : current;
 }"""
 
 
@@ -400,6 +436,8 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
                 elem_id="yaml-editor",
             )
             apply = gr.Button("Apply edit", elem_id="apply-edit")
+            stamp = gr.Textbox(visible=False)
+            checked = gr.Textbox(visible=False)
             with gr.Group(visible=True):
                 review = gr.Markdown(visible=False, elem_id="grant-review")
                 grant = gr.Button("Grant", variant="stop", visible=False, elem_id="grant-button")
@@ -428,6 +466,8 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
         diff,
         review,
         grant,
+        stamp,
+        checked,
     )
     wire(tab)
     return tab
@@ -460,8 +500,9 @@ def wire(tab: ChatTab) -> None:
     editor_lane: dict[str, Any] = {"concurrency_id": "editor", "concurrency_limit": 1}
     tab.editor.input(
         tab.check,
-        inputs=[tab.session, tab.editor],
-        outputs=tab.status,
+        inputs=[tab.session, tab.editor, tab.stamp],
+        js=CHECK_TEXT_JS,
+        outputs=tab.checked,
         trigger_mode="always_last",
         show_progress="hidden",
         api_visibility="private",
@@ -469,11 +510,14 @@ def wire(tab: ChatTab) -> None:
     )
     tab.apply.click(
         tab.apply_edit,
-        inputs=[tab.session, tab.editor, tab.form_key],
+        inputs=[tab.session, tab.editor, tab.form_key, tab.stamp],
         outputs=tab.outputs,
         js=EDITOR_TEXT_JS,
         api_visibility="private",
         **editor_lane,
+    )
+    tab.checked.change(
+        None, inputs=[tab.checked, tab.status], outputs=tab.status, js=SHOW_CHECK_JS, api_visibility="private"
     )
 
     async def chat(message: str, session_id: str = "") -> tuple[str, dict[str, Any]]:
