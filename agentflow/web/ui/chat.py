@@ -495,8 +495,11 @@ def wire(tab: ChatTab) -> None:
     tab.run.click(
         tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, api_visibility="private", **unlimited
     )
-    # Live checks and saves share one FIFO lane, so a check started before a save can never finish after
-    # it and overwrite the status with a stale "not saved yet". Both take milliseconds (validation only).
+    # A stale "not saved yet" must never overwrite a save's status. Checks and saves share one FIFO lane
+    # on the server (a check sent before a save runs before it); each carries when it was triggered, so
+    # the server drops checks older than the last save; and a check's answer goes through `checked`,
+    # whose script shows it only if no Apply was clicked since (the browser may receive it late).
+    # Both take milliseconds (validation only).
     editor_lane: dict[str, Any] = {"concurrency_id": "editor", "concurrency_limit": 1}
     tab.editor.input(
         tab.check,
