@@ -6,8 +6,9 @@ validate` and the API do, and must raise `SpecErrors` with its own message. The 
 `examples/ticket-triage.yaml` through the same call. Runs alternate (baseline, then each hostile
 document) and medians are compared: the ratio says how many normal workflows one refusal costs.
 
-5,000 levels of `[` are the slow case: libyaml refuses them at its own limit (1,000 levels), and
-the loader re-reads the document with PyYAML's pure-Python parser to report its own limit and fix.
+5,000 levels of `[`: libyaml refuses them at its own limit (1,000 levels); the loader then reads
+a short prefix with PyYAML's pure-Python parser to report its own limit (64) at its own position.
+10,000 duplicate keys: the loader stops after 50 problems.
 """
 
 from __future__ import annotations

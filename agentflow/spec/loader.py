@@ -24,6 +24,7 @@ from agentflow.spec.errors import SpecError, SpecErrors
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+MAX_ERRORS = 50
 
 DataPath = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -132,6 +133,9 @@ class _Builder:
             return
         mark = event.start_mark
         position = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        if len(self.errors) >= MAX_ERRORS:
+            # A hostile document can hold 100,000 problems: reading on would cost time, not information.
+            raise self.fatal(position, f"stopped after {MAX_ERRORS} problems; fix those first and validate again")
         if isinstance(event, yaml.ScalarEvent):
             self.count_nodes(1, position, alias=False)
             value = self.scalar(event, position)

@@ -354,3 +354,14 @@ def test_control_characters_are_located() -> None:
     error = only_error("a: 1\nb: x\x00\n")
     assert (error.line, error.column) == (2, 5)
     assert "U+0000" in error.message
+
+
+def test_a_flood_of_problems_stops_after_fifty() -> None:
+    from agentflow.spec.loader import MAX_ERRORS
+
+    with pytest.raises(SpecErrors) as caught:
+        load_yaml("a: 1\n" * 1000, "flood.yaml")
+    errors = caught.value.errors
+    assert len(errors) == MAX_ERRORS + 1
+    assert errors[0].message == "duplicate key 'a' (first at line 1); each key may appear once"
+    assert errors[-1].message == f"stopped after {MAX_ERRORS} problems; fix those first and validate again"
