@@ -201,6 +201,7 @@ def test_approve_rerun_and_cancel_from_the_runs_tab(browser: Browser, tmp_path: 
         page = context.new_page()
         page.goto(url)
         message = page.locator("#chat-input textarea")
+        expect(page.locator("#validation-status")).to_contain_text("No workflow yet")
         message.fill("/new approval")
         message.press("Enter")
         expect(page.locator("#yaml-editor .cm-content")).to_contain_text("name: approval")
@@ -276,6 +277,8 @@ def test_a_person_grants_in_the_browser_and_then_the_run_works(
             page = context.new_page()
             page.goto(url)
             message = page.locator("#chat-input textarea")
+            # The page has loaded its session (events are wired) once the status says so.
+            expect(page.locator("#validation-status")).to_contain_text("No workflow yet")
             message.fill("notify my server when something happens")
             message.press("Enter")
             review = page.locator("#grant-review")
@@ -325,6 +328,7 @@ def test_apply_reads_the_editor_text_in_the_browser(browser: Browser, tmp_path: 
     with serve(fake_settings(tmp_path / "data", fake_llm)) as url:
         page = context.new_page()
         page.goto(url)
+        expect(page.locator("#validation-status")).to_contain_text("No workflow yet")
         page.locator("#chat-input textarea").fill("/new hello")
         page.locator("#chat-input textarea").press("Enter")
         expect(page.locator("#yaml-editor .cm-content")).to_contain_text("name: hello")
