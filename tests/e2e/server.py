@@ -41,8 +41,13 @@ class _Server(uvicorn.Server):
 
 
 def fake_settings(home: Path, fake_llm: FakeLLM) -> Settings:
-    """Settings whose every model — the assistant's included — is the scripted fake."""
+    """Settings whose every model — the assistant's included — is the scripted fake.
+
+    No trace export: each exporter is a child process importing MLflow, whose start-up would compete
+    with the browser for these machines' two cores; tracing has its own tests (test_tracing, test_mlflow_ui).
+    """
     return Settings(
+        tracing=False,
         home=home,
         model="openai/test-model",
         api_base=fake_llm.base_url,

@@ -67,7 +67,14 @@ def build_ui(state: AppState) -> gr.Blocks:
                 settings_view = settings.build(state)
 
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
-        blocks.load(chat_view.load, inputs=[session, chat_view.form_key], outputs=chat_view.outputs, **private)
+        # No progress overlay: it would animate a timer on each of the Chat tab's ~25 outputs at once.
+        blocks.load(
+            chat_view.load,
+            inputs=[session, chat_view.form_key],
+            outputs=chat_view.outputs,
+            show_progress="hidden",
+            **private,
+        )
 
         # Each tab reads the store when opened; only the Runs tab keeps polling, and only while open.
         def polling(active: bool) -> Updates:

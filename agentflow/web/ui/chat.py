@@ -123,7 +123,6 @@ class ChatTab:
     review: gr.Markdown
     grant: gr.Button
     stamp: gr.Textbox
-    checked: gr.Textbox
     saved_at: dict[str, float] = field(default_factory=dict)
     """Session id -> when (browser clock, ms) its last Apply was clicked."""
 
@@ -322,13 +321,10 @@ class ChatTab:
             yield update
 
     def check(self, session_id: str | None, source: str, stamp: str = "") -> Any:
-        """Live validation while typing; nothing is saved. A check older than the last save changes nothing.
-
-        The answer is `<stamp>\\n<status>`, shown by the browser unless a save happened since (SHOW_CHECK_JS).
-        """
+        """Live validation while typing; nothing is saved. A check older than the last save changes nothing."""
         if session_id and _moment(stamp) < self.saved_at.get(session_id, 0.0):
             return gr.skip()
-        return f"{stamp}\n{self.check_status(session_id, source)}"
+        return self.check_status(session_id, source)
 
     def check_status(self, session_id: str | None, source: str) -> str:
         engine = engine_of(self.state)
@@ -380,27 +376,16 @@ def review_text(missing: list[str]) -> str:
 
 # Apply must save what the editor holds *now*: read CodeMirror's document in the browser at the click,
 # rather than the component value, which lags keystrokes typed just before the click. Checks and saves
-# also carry the moment they were triggered, so a check triggered before a save never overwrites its
-# status, whatever order the browser sends them in. CodeMirror 6 hangs its EditorView on the content
-# element (`cmTile` since 6.38, `cmView` before).
+# carry the moment they were triggered, so the server drops a check older than the last save.
+# CodeMirror 6 hangs its EditorView on the content element (`cmTile` since 6.38, `cmView` before).
 _EDITOR_DOC = """(fallback) => {
   const content = document.querySelector('#yaml-editor .cm-content');
   const owner = content && (content.cmTile || content.cmView);
   const view = owner && owner.view;
   return view && view.state ? view.state.doc.toString() : fallback;
 }"""
-EDITOR_TEXT_JS = f"""(session, source, key, stamp) => {{
-  window.agentflowSavedAt = Date.now();
-  return [session, ({_EDITOR_DOC})(source), key, String(window.agentflowSavedAt)];
-}}"""
+EDITOR_TEXT_JS = f"(session, source, key, stamp) => [session, ({_EDITOR_DOC})(source), key, String(Date.now())]"
 CHECK_TEXT_JS = f"(session, source, stamp) => [session, ({_EDITOR_DOC})(source), String(Date.now())]"
-# A check's answer ("<stamp>\n<status>") is shown only if no Apply was clicked after the check began: the
-# browser may receive it after the save's own answer.
-SHOW_CHECK_JS = """(result, current) => {
-  const cut = result.indexOf('\\n');
-  const stamp = Number(result.slice(0, cut));
-  return stamp >= (window.agentflowSavedAt || 0) ? result.slice(cut + 1) : current;
-}"""
 
 
 def build(state: AppState, session: gr.BrowserState) -> ChatTab:
@@ -437,7 +422,6 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
             )
             apply = gr.Button("Apply edit", elem_id="apply-edit")
             stamp = gr.Textbox(visible=False)
-            checked = gr.Textbox(visible=False)
             with gr.Group(visible=True):
                 review = gr.Markdown(visible=False, elem_id="grant-review")
                 grant = gr.Button("Grant", variant="stop", visible=False, elem_id="grant-button")
@@ -467,7 +451,6 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
         review,
         grant,
         stamp,
-        checked,
     )
     wire(tab)
     return tab
@@ -487,25 +470,24 @@ def wire(tab: ChatTab) -> None:
             show_progress="hidden",
             **unlimited,
         )
+    # Turns show their progress in the conversation itself; an overlay on every output would only cost
+    # the browser a timer per component.
+    quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", **unlimited}
     for button in tab.actions:
-        button.click(
-            tab.action, inputs=[button, *turn_inputs], outputs=tab.outputs, api_visibility="private", **unlimited
-        )
-    tab.grant.click(tab.grant_current, inputs=turn_inputs, outputs=tab.outputs, api_visibility="private", **unlimited)
-    tab.run.click(
-        tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, api_visibility="private", **unlimited
-    )
-    # A stale "not saved yet" must never overwrite a save's status. Checks and saves share one FIFO lane
-    # on the server (a check sent before a save runs before it); each carries when it was triggered, so
-    # the server drops checks older than the last save; and a check's answer goes through `checked`,
-    # whose script shows it only if no Apply was clicked since (the browser may receive it late).
-    # Both take milliseconds (validation only).
+        button.click(tab.action, inputs=[button, *turn_inputs], outputs=tab.outputs, **quiet)
+    tab.grant.click(tab.grant_current, inputs=turn_inputs, outputs=tab.outputs, **quiet)
+    tab.run.click(tab.run_form, inputs=[*turn_inputs, *tab.fields], outputs=tab.outputs, **quiet)
+    # A stale "not saved yet" must never overwrite a save's status: each check and save carries when it
+    # was triggered (the browser's clock), and the server drops a check older than the last save. Apply
+    # reads CodeMirror's document itself, so it saves the text typed last. No progress overlays: they
+    # animate a timer per output, which a busy browser pays for on every keystroke. Checks and saves share
+    # one FIFO lane, so a check sent before a save also finishes before it.
     editor_lane: dict[str, Any] = {"concurrency_id": "editor", "concurrency_limit": 1}
     tab.editor.input(
         tab.check,
         inputs=[tab.session, tab.editor, tab.stamp],
         js=CHECK_TEXT_JS,
-        outputs=tab.checked,
+        outputs=tab.status,
         trigger_mode="always_last",
         show_progress="hidden",
         api_visibility="private",
@@ -516,11 +498,9 @@ def wire(tab: ChatTab) -> None:
         inputs=[tab.session, tab.editor, tab.form_key, tab.stamp],
         outputs=tab.outputs,
         js=EDITOR_TEXT_JS,
+        show_progress="hidden",  # validation and one commit: milliseconds, nothing to watch
         api_visibility="private",
         **editor_lane,
-    )
-    tab.checked.change(
-        None, inputs=[tab.checked, tab.status], outputs=tab.status, js=SHOW_CHECK_JS, api_visibility="private"
     )
 
     async def chat(message: str, session_id: str = "") -> tuple[str, dict[str, Any]]:
