@@ -498,6 +498,9 @@ def wire(tab: ChatTab) -> None:
         inputs=[tab.session, tab.editor, tab.form_key, tab.stamp],
         outputs=tab.outputs,
         js=EDITOR_TEXT_JS,
+        # A click's default mode ("once") drops a click while an earlier Apply's request is still open in
+        # the browser: the save would silently not happen. Every click is a save.
+        trigger_mode="multiple",
         show_progress="hidden",  # validation and one commit: milliseconds, nothing to watch
         api_visibility="private",
         **editor_lane,
