@@ -21,12 +21,18 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)
 
 # Re-resolve every dependency to the newest versions pyproject.toml allows, with their hashes.
-# uv is only needed here (pinned); the install above uses pip alone.
+# uv is only needed here (pinned); the install above uses pip alone. requirements.lock is the
+# development set (everything); the images install the app's and the worker's subsets, which
+# start from its versions, so all three agree.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml - --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock" --quiet
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet 'uv==0.13.9'
-	printf 'setuptools>=68\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --generate-hashes \
-		--universal --python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
+	printf 'setuptools>=68\n' | $(UV_COMPILE) --extra app --extra postgres --extra test -o requirements.lock
+	cp requirements.lock requirements-app.lock && cp requirements.lock requirements-worker.lock
+	printf 'setuptools>=68\n' | $(UV_COMPILE) --extra app --extra postgres -o requirements-app.lock
+	printf 'setuptools>=68\n' | $(UV_COMPILE) --extra postgres -o requirements-worker.lock
 	rm -f $(STAMP)
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers offline).

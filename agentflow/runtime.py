@@ -19,8 +19,8 @@ from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.loader import MAX_FILE_BYTES
 from agentflow.spec.models import Workflow
 from agentflow.spec.validate import load_workflow
-from agentflow.store.base import GrantRecord, RunRecord, WorkflowVersion
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store import open_store
+from agentflow.store.base import GrantRecord, RunRecord, Store, WorkflowVersion
 from agentflow.tools.registry import ToolRegistry, builtin_registry
 from agentflow.trust.grants import Grants, Review
 from agentflow.trust.secrets import MIN_SECRET_CHARS, OperatorSecrets
@@ -52,7 +52,7 @@ def _warn_short_secrets(settings: Settings, secrets: OperatorSecrets) -> None:
 @dataclass
 class AgentFlow:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     bus: EventBus
     engine: Engine
     executor: Executor
@@ -69,7 +69,7 @@ class AgentFlow:
     ) -> AgentFlow:
         """One process's AgentFlow. With `tracing`, finished runs (and any backlog) are exported to MLflow."""
         settings = settings or Settings.from_env()
-        store = SQLiteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+        store = open_store(settings)
         bus = EventBus()
         bus.subscribe(store.record)
         registry = tools or builtin_registry()

@@ -43,6 +43,10 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     egress_allow_internal: tuple[str, ...] = ()
     """Internal hosts and ranges the operator opened to network tools (loopback, private...); see trust/egress.py."""
+    database_url: str | None = field(default=None, repr=False)
+    """Postgres (postgresql://user:pass@host/db): the store, checkpoints and the run queue; None = SQLite in home."""
+    worker_heartbeat_s: float = 5.0
+    """How often a worker says it is alive; one silent for 3x this is presumed dead and its runs resume elsewhere."""
 
     @property
     def db_path(self) -> Path:
@@ -69,7 +73,27 @@ class Settings:
             password=env.get("AGENTFLOW_PASSWORD") or None,
             api_token=env.get("AGENTFLOW_API_TOKEN") or None,
             egress_allow_internal=_list(env.get("AGENTFLOW_EGRESS_ALLOW_INTERNAL", "")),
+            database_url=_database_url(env.get("AGENTFLOW_DATABASE_URL", "")),
+            worker_heartbeat_s=_number(env, "AGENTFLOW_WORKER_HEARTBEAT", 5.0) or 5.0,
         )
+
+    @property
+    def distributed(self) -> bool:
+        """Runs go to the task queue on Postgres and `agentflow worker` processes execute them."""
+        return self.database_url is not None
+
+
+def _database_url(raw: str) -> str | None:
+    url = raw.strip()
+    if not url:
+        return None
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("postgresql", "postgres") or "://" not in url:
+        raise SettingsError(
+            f"AGENTFLOW_DATABASE_URL must be a Postgres URL like postgresql://user:password@host:5432/agentflow "
+            f"(got scheme {scheme!r}); unset it to keep the embedded SQLite store in AGENTFLOW_HOME"
+        )
+    return url
 
 
 def _list(raw: str) -> tuple[str, ...]:

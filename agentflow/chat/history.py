@@ -8,44 +8,13 @@ starts a new branch without deleting anything.
 from __future__ import annotations
 
 import difflib
-import json
-import sqlite3
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import ChatStore, ConfigVersion, Message, Session
 
-
-@dataclass(slots=True)
-class Session:
-    id: str
-    channel: str
-    title: str | None
-    model: str | None
-    current_version: int
-    created_at: float
-    updated_at: float
-
-
-@dataclass(slots=True)
-class Message:
-    role: str  # user | assistant
-    content: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    created_at: float = 0.0
-
-
-@dataclass(slots=True)
-class ConfigVersion:
-    number: int
-    parent: int
-    source: str
-    diff: str
-    author: str  # assistant | user | command
-    note: str
-    created_at: float
+__all__ = ["ChatHistory", "ConfigVersion", "Message", "Session", "unified_diff"]
 
 
 def unified_diff(before: str, after: str, *, before_label: str = "before", after_label: str = "after") -> str:
@@ -56,72 +25,35 @@ def unified_diff(before: str, after: str, *, before_label: str = "before", after
 
 
 class ChatHistory:
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: ChatStore) -> None:
         self.store = store
-
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self.store._rows(sql, params)
 
     # -- sessions ---------------------------------------------------------------
 
     def create_session(self, *, channel: str, session_id: str | None = None, model: str | None = None) -> Session:
         now = time.time()
-        session = Session(session_id or uuid.uuid4().hex, channel, None, model, 0, now, now)
-        self.store.writer.call(
-            lambda conn: conn.execute(
-                "INSERT OR IGNORE INTO chat_sessions "
-                "(id, channel, title, model, current_version, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 0, ?, ?)",
-                (session.id, channel, None, model, now, now),
-            )
-        )
-        return self.get_session(session.id) or session
+        return self.store.create_session(Session(session_id or uuid.uuid4().hex, channel, None, model, 0, now, now))
 
     def get_session(self, session_id: str) -> Session | None:
-        rows = self._rows("SELECT * FROM chat_sessions WHERE id = ?", (session_id,))
-        return Session(**dict(rows[0])) if rows else None
+        return self.store.get_session(session_id)
 
     def session(self, session_id: str, *, channel: str) -> Session:
         """The session with this id, created on first use."""
         return self.get_session(session_id) or self.create_session(channel=channel, session_id=session_id)
 
     def list_sessions(self, *, channel: str | None = None, limit: int = 50) -> list[Session]:
-        where, params = ("WHERE channel = ?", (channel,)) if channel else ("", ())
-        rows = self._rows(f"SELECT * FROM chat_sessions {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
-        return [Session(**dict(row)) for row in rows]
+        return self.store.list_sessions(channel=channel, limit=limit)
 
     def update_session(self, session_id: str, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        self.store.writer.call(
-            lambda conn: conn.execute(
-                f"UPDATE chat_sessions SET {assignments} WHERE id = ?", (*fields.values(), session_id)
-            )
-        )
+        self.store.update_session(session_id, **fields)
 
     # -- messages ---------------------------------------------------------------
 
     def add_message(self, session_id: str, role: str, content: str, meta: dict[str, Any] | None = None) -> None:
-        now = time.time()
-        payload = json.dumps(meta or {}, default=str)
-        self.store.writer.submit(
-            lambda conn: (
-                conn.execute(
-                    "INSERT INTO chat_messages (session_id, role, content, meta, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (session_id, role, content, payload, now),
-                ),
-                conn.execute("UPDATE chat_sessions SET updated_at = ? WHERE id = ?", (now, session_id)),
-            )
-        )
+        self.store.add_message(session_id, Message(role, content, meta or {}, time.time()))
 
     def messages(self, session_id: str, *, limit: int = 200) -> list[Message]:
-        rows = self._rows(
-            "SELECT * FROM (SELECT * FROM chat_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-            (session_id, limit),
-        )
-        return [
-            Message(row["role"], row["content"], json.loads(row["meta"] or "{}"), row["created_at"]) for row in rows
-        ]
+        return self.store.messages(session_id, limit=limit)
 
     # -- workflow versions ----------------------------------------------------------
 
@@ -132,12 +64,10 @@ class ChatHistory:
         return self.version(session_id, session.current_version)
 
     def version(self, session_id: str, number: int) -> ConfigVersion | None:
-        rows = self._rows("SELECT * FROM config_versions WHERE session_id = ? AND number = ?", (session_id, number))
-        return _version(rows[0]) if rows else None
+        return self.store.config_version(session_id, number)
 
     def versions(self, session_id: str) -> list[ConfigVersion]:
-        rows = self._rows("SELECT * FROM config_versions WHERE session_id = ? ORDER BY number", (session_id,))
-        return [_version(row) for row in rows]
+        return self.store.config_versions(session_id)
 
     def add_version(self, session_id: str, source: str, *, author: str, note: str = "") -> ConfigVersion | None:
         """Make `source` (already validated) the current version; None when nothing changed."""
@@ -146,25 +76,15 @@ class ChatHistory:
         if current is not None and current.source == source:
             return None
         parent = current.number if current else 0
-        now = time.time()
         label = f"v{parent}" if parent else "empty"
-
-        def insert(conn: sqlite3.Connection) -> int:
-            number = conn.execute(
-                "SELECT COALESCE(MAX(number), 0) + 1 FROM config_versions WHERE session_id = ?", (session_id,)
-            ).fetchone()[0]
-            diff = unified_diff(before, source, before_label=label, after_label=f"v{number}")
-            conn.execute(
-                "INSERT INTO config_versions (session_id, number, parent, source, diff, author, note, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, number, parent, source, diff, author, note, now),
-            )
-            conn.execute(
-                "UPDATE chat_sessions SET current_version = ?, updated_at = ? WHERE id = ?", (number, now, session_id)
-            )
-            return int(number)
-
-        number = self.store.writer.call(insert)
+        number = self.store.add_config_version(
+            session_id,
+            parent=parent,
+            source=source,
+            diff=lambda number: unified_diff(before, source, before_label=label, after_label=f"v{number}"),
+            author=author,
+            note=note,
+        )
         return self.version(session_id, number)
 
     def undo(self, session_id: str) -> ConfigVersion | None:
@@ -182,16 +102,8 @@ class ChatHistory:
         session = self.get_session(session_id)
         if session is None:
             return None
-        rows = self._rows(
-            "SELECT * FROM config_versions WHERE session_id = ? AND parent = ? ORDER BY number DESC LIMIT 1",
-            (session_id, session.current_version),
-        )
-        if not rows:
+        version = self.store.newest_child(session_id, session.current_version)
+        if version is None:
             return None
-        version = _version(rows[0])
         self.update_session(session_id, current_version=version.number)
         return version
-
-
-def _version(row: sqlite3.Row) -> ConfigVersion:
-    return ConfigVersion(**{key: row[key] for key in row.keys() if key != "session_id"})

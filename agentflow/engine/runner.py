@@ -10,7 +10,6 @@ from typing import Any
 from langgraph.types import Command
 
 from agentflow.engine.budget import BudgetExceededError, Meter
-from agentflow.engine.checkpoint import DurableSaver
 from agentflow.engine.compiler import ApprovalRejectedError, NodeFailedError, compile_workflow, initial_state
 from agentflow.engine.context import RunContext, Services
 from agentflow.engine.events import (
@@ -26,8 +25,7 @@ from agentflow.engine.state import scope_of
 from agentflow.spec.expressions import MissingSecret, render
 from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.models import Workflow
-from agentflow.store.base import RunRecord
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import RunRecord, Store
 from agentflow.trust.capabilities import Capabilities
 from agentflow.trust.egress import EgressPolicy
 from agentflow.trust.grants import NeedsGrantError
@@ -44,12 +42,11 @@ class Compiled:
 class Engine:
     """Compiles workflow versions (cached) and runs them durably."""
 
-    def __init__(self, store: SQLiteStore, services: Services, bus: EventBus) -> None:
+    def __init__(self, store: Store, services: Services, bus: EventBus) -> None:
         self.store = store
         self.services = services
         self.bus = bus
-        reader = store._read()
-        self.saver = DurableSaver(store.writer, reader)
+        self.saver = store.checkpointer()
         self._compiled: dict[tuple[str, str], Compiled] = {}
 
     def compiled(self, name: str, version: str) -> Compiled:

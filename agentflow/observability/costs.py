@@ -15,24 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agentflow.engine.budget import BudgetExceededError
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import GROUPS, CostRow, LedgerStore
 
-GROUPS = {
-    "day": "date(at, 'unixepoch', 'localtime')",
-    "model": "COALESCE(model, '?')",
-    "provider": "COALESCE(provider, '?')",
-    "workflow": "COALESCE(workflow, '?')",
-    "node": "COALESCE(workflow, '?') || '.' || COALESCE(node_id, '?')",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CostRow:
-    key: str
-    calls: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
+__all__ = ["GROUPS", "CostRow", "Ledger", "spend", "spent", "start_of_day"]
 
 
 def start_of_day(now: float | None = None) -> float:
@@ -40,32 +25,21 @@ def start_of_day(now: float | None = None) -> float:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-def spend(store: SQLiteStore, *, by: str = "day", since: float | None = None) -> list[CostRow]:
+def spend(store: LedgerStore, *, by: str = "day", since: float | None = None) -> list[CostRow]:
     """Spend grouped by day, model, provider, workflow or node, most expensive (or latest day) first."""
     if by not in GROUPS:
         raise ValueError(f"cannot group costs by '{by}'; use one of {', '.join(GROUPS)}")
-    order = "key DESC" if by == "day" else "cost_usd DESC, key"
-    rows = store._rows(
-        f"SELECT {GROUPS[by]} AS key, COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
-        "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0) AS cost_usd "
-        f"FROM llm_calls WHERE at >= ? GROUP BY key ORDER BY {order}",
-        (since or 0.0,),
-    )
-    return [
-        CostRow(row["key"], row["calls"], row["input_tokens"], row["output_tokens"], row["cost_usd"]) for row in rows
-    ]
+    return store.spend(by=by, since=since or 0.0)
 
 
-def spent(store: SQLiteStore, *, since: float, workflow: str | None = None) -> float:
-    clause, params = ("AND workflow = ?", (since, workflow)) if workflow else ("", (since,))
-    rows = store._rows(f"SELECT COALESCE(SUM(cost_usd), 0) AS total FROM llm_calls WHERE at >= ? {clause}", params)
-    return float(rows[0]["total"])
+def spent(store: LedgerStore, *, since: float, workflow: str | None = None) -> float:
+    return store.spent(since=since, workflow=workflow)
 
 
 class Ledger:
     """Today's spend, kept current from the store, checked against the daily budgets."""
 
-    def __init__(self, store: SQLiteStore, *, global_daily_usd: float | None, refresh_seconds: float = 2.0) -> None:
+    def __init__(self, store: LedgerStore, *, global_daily_usd: float | None, refresh_seconds: float = 2.0) -> None:
         self.store = store
         self.global_daily_usd = global_daily_usd
         self.refresh_seconds = refresh_seconds
@@ -81,12 +55,7 @@ class Ledger:
         day = start_of_day(now)
         if day == self._day and now - self._read_at < self.refresh_seconds:
             return
-        rows = self.store._rows(
-            "SELECT COALESCE(workflow, '') AS workflow, SUM(cost_usd) AS total FROM llm_calls WHERE at >= ? "
-            "GROUP BY workflow",
-            (day,),
-        )
-        self._by_workflow = {row["workflow"]: float(row["total"] or 0.0) for row in rows}
+        self._by_workflow = self.store.spent_by_workflow(since=day)
         self._total = sum(self._by_workflow.values())
         self._day, self._read_at = day, now
 

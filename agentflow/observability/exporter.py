@@ -12,35 +12,26 @@ marked failed with the reason, so nothing is lost silently.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from agentflow.engine.events import RunEvent, RunFinished
 from agentflow.observability.tracer import RunTrace, Tracer, TraceSettings, build_run_trace, secrets_in
 from agentflow.settings import Price
-from agentflow.store.sqlite import SQLiteStore
-from agentflow.store.writer import connect
+from agentflow.store.base import Durability, RunStore, TraceState, TraceStore, WorkflowStore
 
 log = logging.getLogger(__name__)
 
-_UPSERT = (
-    "INSERT INTO run_traces (run_id, trace_id, state, error, attempts, updated_at) VALUES (?,?,?,?,?,?) "
-    "ON CONFLICT(run_id) DO UPDATE SET trace_id = excluded.trace_id, state = excluded.state, "
-    "error = excluded.error, attempts = excluded.attempts, updated_at = excluded.updated_at"
-)
-_BACKLOG = (
-    "SELECT r.id FROM runs r LEFT JOIN run_traces t ON t.run_id = r.id "
-    "WHERE r.finished_at IS NOT NULL AND (t.state IS NULL OR t.state = 'pending') ORDER BY r.finished_at"
-)
+class ExportStore(RunStore, WorkflowStore, TraceStore, Durability, Protocol):
+    """What the exporter reads (runs, their events and workflow) and writes (trace states)."""
 
 
 class TraceExporter:
     def __init__(
         self,
-        store: SQLiteStore,
+        store: ExportStore,
         tracer: Tracer,
         settings: TraceSettings,
         *,
@@ -70,7 +61,6 @@ class TraceExporter:
         self._stopping = False
         self._last_error: str | None = None
         self._secrets: dict[tuple[str, str], set[str]] = {}
-        self._local = threading.local()
         self._thread = threading.Thread(target=self._loop, name="agentflow-trace-exporter", daemon=True)
         self.unsubscribe: Callable[[], None] | None = None
 
@@ -120,13 +110,7 @@ class TraceExporter:
 
     def retry_failed(self) -> int:
         """Give the runs marked failed another chance (after fixing their cause); returns how many."""
-        run_ids = [row[0] for row in self._read().execute("SELECT run_id FROM run_traces WHERE state = 'failed'")]
-        self.store.writer.call(
-            lambda conn: conn.executemany(
-                "UPDATE run_traces SET state = 'pending', attempts = 0 WHERE run_id = ? AND state = 'failed'",
-                [(run_id,) for run_id in run_ids],
-            )
-        )
+        run_ids = self.store.reset_failed_traces()
         with self._cond:
             self._queue.update(dict.fromkeys(run_ids))
             for run_id in run_ids:
@@ -138,13 +122,11 @@ class TraceExporter:
 
     def backlog(self) -> list[str]:
         """Ids of finished runs whose trace is not exported (nor given up on), oldest first."""
-        return [row[0] for row in self._read().execute(_BACKLOG)]
+        return self.store.trace_backlog()
 
     def status(self) -> dict[str, Any]:
         """{exported, pending, failed, last_error}: counts of finished runs by trace state."""
-        counts = dict(
-            self._read().execute("SELECT state, count(*) FROM run_traces WHERE state != 'pending' GROUP BY state")
-        )
+        counts = self.store.trace_counts()
         with self._cond:
             pending = len(self._queue) + len(self._waiting) + self._busy
             last_error = self._last_error
@@ -157,25 +139,14 @@ class TraceExporter:
 
     def trace_of(self, run_id: str) -> dict[str, Any] | None:
         """{trace_id, state, error} of a run's trace; None while nothing was attempted."""
-        row = (
-            self._read().execute("SELECT trace_id, state, error FROM run_traces WHERE run_id = ?", (run_id,)).fetchone()
-        )
-        return {"trace_id": row[0], "state": row[1], "error": row[2]} if row else None
+        state = self.store.trace_of(run_id)
+        return None if state is None else {"trace_id": state.trace_id, "state": state.state, "error": state.error}
 
     def failures(self, limit: int = 50) -> list[tuple[str, str]]:
         """(run id, reason) of the runs whose trace was given up on, newest first."""
-        rows = self._read().execute(
-            "SELECT run_id, error FROM run_traces WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?", (limit,)
-        )
-        return [(row[0], row[1] or "") for row in rows]
+        return [(state.run_id, state.error or "") for state in self.store.trace_failures(limit)]
 
     # -- the worker thread ---------------------------------------------------------------
-
-    def _read(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.store.path, readonly=True)
-        return conn
 
     def _loop(self) -> None:
         while True:
@@ -227,7 +198,7 @@ class TraceExporter:
         return batch
 
     def _export(self, run_ids: list[str]) -> None:
-        self.store.writer.flush_sync()  # the runs' last events were queued before RunFinished reached us
+        self.store.flush_sync()  # the runs' last events were queued before RunFinished reached us
         traces: list[RunTrace] = []
         outcomes: dict[str, str | Exception] = {}
         for run_id in run_ids:
@@ -267,25 +238,25 @@ class TraceExporter:
 
     def _record(self, outcomes: dict[str, str | Exception]) -> None:
         now = time.time()
-        rows: list[tuple[str, str | None, str, str | None, int, float]] = []
+        rows: list[TraceState] = []
         retry: list[str] = []
         with self._cond:
             for run_id, outcome in outcomes.items():
                 if isinstance(outcome, str):
                     self._attempts.pop(run_id, None)
-                    rows.append((run_id, outcome, "exported", None, 0, now))
+                    rows.append(TraceState(run_id, outcome, "exported", None, 0, now))
                     continue
                 attempts = self._attempts.pop(run_id, 0) + 1
                 if attempts < self.max_attempts:
                     self._attempts[run_id] = attempts
                     retry.append(run_id)
                 state = "pending" if attempts < self.max_attempts else "failed"
-                rows.append((run_id, None, state, _describe(outcome), attempts, now))
-        self.store.writer.call(lambda conn: conn.executemany(_UPSERT, rows))
+                rows.append(TraceState(run_id, None, state, _describe(outcome), attempts, now))
+        self.store.record_traces(rows)
         with self._cond:
             if len(retry) < len(outcomes):
                 self._backoff = self._first_backoff
-            errors = [row[3] for row in rows if row[3]]
+            errors = [row.error for row in rows if row.error]
             self._last_error = errors[-1] if errors else None
             if retry:
                 self._wait(retry)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.validate import load_workflow
-from agentflow.store.base import NodeRunRecord
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import LedgerStore, NodeRunRecord, RunStore, WorkflowStore
 
 FINISHED = ("succeeded", "failed", "budget_exceeded", "rejected", "cancelled")
 
@@ -99,7 +99,11 @@ def _percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
 
 
-def profile(store: SQLiteStore, workflow: str, *, last: int = 200) -> WorkflowProfile:
+class _ProfileStore(RunStore, WorkflowStore, LedgerStore, Protocol):
+    """What a profile reads."""
+
+
+def profile(store: _ProfileStore, workflow: str, *, last: int = 200) -> WorkflowProfile:
     """Profile the workflow's last `last` finished runs (of whichever versions they ran)."""
     runs = store.list_runs(limit=last, statuses=FINISHED, workflow=workflow)
     result = WorkflowProfile(workflow, len(runs))
@@ -131,13 +135,7 @@ def profile(store: SQLiteStore, workflow: str, *, last: int = 200) -> WorkflowPr
         for node_id in critical_path(graphs[run.version], run_spans):
             critical_time[node_id] += run_spans[node_id].busy
             critical_total += run_spans[node_id].busy
-    run_ids = [run.id for run in runs]
-    marks = ", ".join("?" for _ in run_ids)
-    cost_rows = store._rows(
-        f"SELECT node_id, SUM(cost_usd) AS cost FROM llm_calls WHERE run_id IN ({marks}) GROUP BY node_id",
-        tuple(run_ids),
-    )
-    costs = {row["node_id"]: float(row["cost"] or 0.0) for row in cost_rows}
+    costs = store.node_costs([run.id for run in runs])
     total_cost = sum(costs.values())
     for node_id, node in profiles.items():
         node.p50_ms = _percentile(latencies[node_id], 0.50)

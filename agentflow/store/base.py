@@ -1,16 +1,29 @@
-"""The store contract: workflows, runs, node runs, events and approvals.
+"""The store contract: small role Protocols, the records they speak in, one contract suite.
 
 The store is the source of truth; it learns about runs only through the
-engine's event stream (`record`) plus the few explicit calls below.
-Implementations must pass `tests/unit/test_store_contract.py`.
+engine's event stream (`record`) plus the explicit calls below. Callers type
+against the role they use (`RunStore`, `ChatStore`, `LedgerStore`, ...);
+`Store` is all of them, which every implementation provides: the in-memory
+reference (`memory.py`), SQLite (`sqlite.py`) and Postgres (`postgres.py`).
+They all pass `tests/unit/test_store_contract.py`. No SQL is written outside
+this package.
+
+Calls are synchronous and quick; writes are batched (group commit) and a
+write's effects are visible to reads once the call returns. Code on an event
+loop calls them through `asyncio.to_thread` where a read may wait on the
+database (see `engine/executor.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentflow.engine.events import RunEvent
+
+if TYPE_CHECKING:
+    from agentflow.store.checkpoint import DurableSaver
 
 
 @dataclass(slots=True)
@@ -42,6 +55,7 @@ class RunRecord:
     heartbeat_at: float | None = None
     active_s: float = 0.0
     cancel_requested: bool = False
+    executed_by: str | None = None  # the last process that executed it (host:pid:id)
 
 
 @dataclass(slots=True)
@@ -85,6 +99,117 @@ class GrantRecord:
     note: str | None
 
 
+@dataclass(slots=True)
+class Session:
+    id: str
+    channel: str
+    title: str | None
+    model: str | None
+    current_version: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # user | assistant
+    content: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ConfigVersion:
+    number: int
+    parent: int
+    source: str
+    diff: str
+    author: str  # assistant | user | command
+    note: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """Runs, tokens and spend of a group of runs (a day, a workflow, a model, or all)."""
+
+    key: str
+    runs: int
+    tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class TraceState:
+    run_id: str
+    trace_id: str | None
+    state: str  # pending | exported | failed
+    error: str | None
+    attempts: int
+    updated_at: float
+
+
+# Checkpoint rows, as LangGraph's serializer produced them (see checkpoint.py).
+CheckpointRow = tuple[str, str, str | None, str, bytes, str, bytes]  # ns, id, parent, type, blob, meta type, meta
+BlobRow = tuple[str, str, str, str, bytes]  # ns, channel, version, type, blob
+WriteRow = tuple[str, str, str, int, str, str, bytes, str]  # ns, checkpoint id, task, idx, channel, type, value, path
+
+
+@dataclass(slots=True)
+class ThreadRows:
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+    blobs: list[BlobRow] = field(default_factory=list)
+    writes: list[WriteRow] = field(default_factory=list)
+
+
+class WorkflowStore(Protocol):
+    """Versions of workflows by content hash; the latest saved is the workflow's current one."""
+
+    def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion: ...
+    def get_workflow(self, name: str, version: str | None = None) -> WorkflowVersion | None: ...
+    def list_workflows(self) -> list[WorkflowVersion]: ...
+    def list_versions(self, name: str) -> list[WorkflowVersion]: ...
+    def version_counts(self) -> dict[str, int]: ...
+
+
+class RunStore(Protocol):
+    """Runs, their node runs and events; ownership (claim, heartbeat, take-over) and cancel requests."""
+
+    def create_run(self, run: RunRecord) -> None: ...
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def find_run(self, prefix: str) -> list[RunRecord]: ...
+    def list_runs(
+        self, *, limit: int = 50, statuses: tuple[str, ...] = (), workflow: str | None = None
+    ) -> list[RunRecord]: ...
+    def claim_run(self, run_id: str, owner: str, *, statuses: tuple[str, ...]) -> bool: ...
+    def take_over_run(self, run_id: str, owner: str, *, previous_owner: str | None) -> bool: ...
+    def update_run(self, run_id: str, **fields: Any) -> None: ...
+    def heartbeat(self, run_ids: list[str], owner: str) -> list[str]: ...
+    def request_cancel(self, run_id: str) -> bool: ...
+    def cancel_requests(self, owner: str) -> list[str]: ...
+    def node_runs(self, run_id: str) -> list[NodeRunRecord]: ...
+    def events(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]: ...
+
+
+class ApprovalStore(Protocol):
+    """Approvals a run waits for; decided exactly once, consumed by the run's continuation."""
+
+    def pending_approval(self, run_id: str) -> ApprovalRecord | None: ...
+    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None: ...
+    def decided_approval(self, run_id: str) -> ApprovalRecord | None: ...
+    def consume_approval(self, approval_id: int) -> None: ...
+    def approval(self, approval_id: int) -> ApprovalRecord | None: ...
+
+
 class GrantStore(Protocol):
     """Grants of capabilities to workflows, append-only; the newest per workflow is in force."""
 
@@ -95,31 +220,92 @@ class GrantStore(Protocol):
     def list_grants(self, workflow: str) -> list[GrantRecord]: ...
 
 
-class Store(Protocol):
-    # workflows
-    def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion: ...
-    def get_workflow(self, name: str, version: str | None = None) -> WorkflowVersion | None: ...
-    def list_workflows(self) -> list[WorkflowVersion]: ...
-    def list_versions(self, name: str) -> list[WorkflowVersion]: ...
+class ChatStore(Protocol):
+    """Chat sessions, their messages, and the tree of their workflow's versions."""
 
-    # runs
-    def create_run(self, run: RunRecord) -> None: ...
-    def get_run(self, run_id: str) -> RunRecord | None: ...
-    def list_runs(
-        self, *, limit: int = 50, statuses: tuple[str, ...] = (), workflow: str | None = None
-    ) -> list[RunRecord]: ...
-    def claim_run(self, run_id: str, owner: str, *, statuses: tuple[str, ...]) -> bool: ...
-    def update_run(self, run_id: str, **fields: Any) -> None: ...
-    def heartbeat(self, run_ids: list[str], owner: str) -> None: ...
-    def request_cancel(self, run_id: str) -> bool: ...
-    def node_runs(self, run_id: str) -> list[NodeRunRecord]: ...
-    def events(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]: ...
+    def create_session(self, session: Session) -> Session: ...
+    def get_session(self, session_id: str) -> Session | None: ...
+    def list_sessions(self, *, channel: str | None = None, limit: int = 50) -> list[Session]: ...
+    def update_session(self, session_id: str, **fields: Any) -> None: ...
+    def add_message(self, session_id: str, message: Message) -> None: ...
+    def messages(self, session_id: str, *, limit: int = 200) -> list[Message]: ...
+    def add_config_version(
+        self, session_id: str, *, parent: int, source: str, diff: Callable[[int], str], author: str, note: str
+    ) -> int:
+        """Append a version numbered one past the session's highest (its diff made for that number) and
+        make it current; returns the number."""
+        ...
 
-    # approvals
-    def pending_approval(self, run_id: str) -> ApprovalRecord | None: ...
-    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None: ...
+    def config_version(self, session_id: str, number: int) -> ConfigVersion | None: ...
+    def config_versions(self, session_id: str) -> list[ConfigVersion]: ...
+    def newest_child(self, session_id: str, parent: int) -> ConfigVersion | None: ...
 
-    # the event observer and durability
+
+class LedgerStore(Protocol):
+    """What was spent: provider calls (the cost ledger) and run totals, grouped for reports."""
+
+    def spend(self, *, by: str, since: float) -> list[CostRow]:
+        """Calls since `since` grouped by day (local date), model, provider, workflow or node
+        ("workflow.node"); most expensive first, or the latest day first."""
+        ...
+
+    def spent(self, *, since: float, workflow: str | None = None) -> float: ...
+    def spent_by_workflow(self, *, since: float) -> dict[str, float]: ...
+    def node_costs(self, run_ids: list[str]) -> dict[str, float]: ...
+    def run_totals(self, *, by: str | None, since: float) -> list[RunTotals]:
+        """Runs created since `since`, grouped by day (local date) or workflow, or all of them (`by=None`)."""
+        ...
+
+    def model_totals(self, *, since: float) -> list[RunTotals]:
+        """Node runs that called a model, by model: (model, node runs, tokens, cost)."""
+        ...
+
+
+class TraceStore(Protocol):
+    """The MLflow export state of finished runs (owned by observability.exporter)."""
+
+    def trace_backlog(self) -> list[str]: ...
+    def trace_of(self, run_id: str) -> TraceState | None: ...
+    def trace_counts(self) -> dict[str, int]: ...
+    def trace_failures(self, limit: int = 50) -> list[TraceState]: ...
+    def record_traces(self, states: list[TraceState]) -> None: ...
+    def reset_failed_traces(self) -> list[str]: ...
+
+
+class CheckpointStore(Protocol):
+    """LangGraph checkpoints of runs (thread id = run id); writes are queued, made durable by `flush`."""
+
+    def checkpointer(self) -> DurableSaver: ...
+    def load_thread(self, thread_id: str) -> ThreadRows: ...
+    def queue_checkpoint(self, thread_id: str, checkpoint: CheckpointRow, blobs: list[BlobRow]) -> None: ...
+    def queue_writes(self, thread_id: str, writes: list[WriteRow]) -> None: ...
+    def queue_delete_thread(self, thread_id: str) -> None: ...
+
+
+class Durability(Protocol):
+    """The engine's event observer, and the group commit behind it."""
+
     def record(self, event: RunEvent) -> None: ...
     async def flush(self) -> None: ...
+    def flush_sync(self) -> None: ...
     def close(self) -> None: ...
+
+
+class Store(
+    WorkflowStore,
+    RunStore,
+    ApprovalStore,
+    GrantStore,
+    ChatStore,
+    LedgerStore,
+    TraceStore,
+    CheckpointStore,
+    Durability,
+    Protocol,
+):
+    """Everything: what an implementation provides, and what `AgentFlow` holds."""
+
+    location: str  # for people: the file or the database it keeps
+
+
+GROUPS = ("day", "model", "provider", "workflow", "node")

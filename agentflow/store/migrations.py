@@ -256,3 +256,9 @@ def m005_grants(db: sqlite_utils.Database) -> None:
         not_null={"workflow", "capabilities", "granted_by", "granted_at"},
     )
     table.create_index(["workflow", "id"])
+
+
+@migration
+def m006_executed_by(db: sqlite_utils.Database) -> None:
+    # Which process executed a run last (host:pid:id): the owner is cleared when a run stops.
+    db.table("runs").add_column("executed_by", str)

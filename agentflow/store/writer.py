@@ -3,7 +3,9 @@
 Every write in the process goes through here, so concurrent runs share
 commits (group commit): a run awaiting durability waits for one commit, not
 for its turn behind every other run's commits. Reads use their own
-connections; WAL lets them proceed while the writer works.
+connections; WAL (SQLite) or MVCC (Postgres) lets them proceed while the
+writer works. The writer is the same for both databases: it takes a
+function that opens its connection and the statement that begins a batch.
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], Any]
+
+
+class Conn(Protocol):
+    """What an operation gets: sqlite3.Connection, or the Postgres adapter in postgres.py."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+Operation = Callable[[Any], Any]
 _STOP = object()
 MAX_BATCH = 2000
 
@@ -36,9 +50,9 @@ def connect(path: Path, *, synchronous: str = "NORMAL", readonly: bool = False) 
 
 
 class BatchWriter:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
-        self._path = path
-        self._synchronous = synchronous
+    def __init__(self, open_connection: Callable[[], Conn], *, name: str, begin: str = "BEGIN IMMEDIATE") -> None:
+        self._open = open_connection
+        self._begin = begin
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._submitted = 0
         self._committed = 0
@@ -48,12 +62,12 @@ class BatchWriter:
         # by one: each hand-over wakes the writer thread, and the GIL ping-pong costs more than the work.
         self._pending: list[tuple[Operation, Future[Any], int]] = []
         self._scheduled = False
-        self._thread = threading.Thread(target=self._loop, name=f"agentflow-writer:{path.name}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"agentflow-writer:{name}", daemon=True)
         self._ready: Future[None] = Future()
         self._thread.start()
         self._ready.result()
 
-    def submit(self, operation: Callable[[sqlite3.Connection], T], *, now: bool = False) -> Future[T]:
+    def submit(self, operation: Callable[[Any], T], *, now: bool = False) -> Future[T]:
         """Queue an operation; its future resolves once its batch is committed.
 
         With `now`, hand it (and anything pending before it) to the writer at once: for callers that
@@ -89,11 +103,11 @@ class BatchWriter:
             if batch:
                 self._queue.put(batch)
 
-    def call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    def call(self, operation: Callable[[Any], T]) -> T:
         """Run an operation and wait until it is committed (for sync callers)."""
         return self.submit(operation, now=True).result()
 
-    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, operation: Callable[[Any], T]) -> T:
         return await asyncio.wrap_future(self.submit(operation))
 
     @property
@@ -123,7 +137,7 @@ class BatchWriter:
 
     def _loop(self) -> None:
         try:
-            conn = connect(self._path, synchronous=self._synchronous)
+            conn = self._open()
         except BaseException as exc:  # surface the reason to the constructor
             self._ready.set_exception(exc)
             return
@@ -148,10 +162,10 @@ class BatchWriter:
                 self._commit(conn, work)
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, work: list[tuple[Operation, Future[Any], int]]) -> None:
+    def _commit(self, conn: Conn, work: list[tuple[Operation, Future[Any], int]]) -> None:
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             for operation, future, _ in work:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -174,5 +188,5 @@ class BatchWriter:
                 future.set_exception(value)
 
 
-def _noop(conn: sqlite3.Connection) -> None:
+def _noop(conn: Conn) -> None:
     return None

@@ -12,7 +12,7 @@ from gradio.components import Component
 from agentflow.observability.costs import CostRow, Ledger, spend
 from agentflow.spec.errors import SpecErrors
 from agentflow.spec.validate import load_workflow
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import WorkflowStore
 from agentflow.web.ui import queries
 from agentflow.web.ui.chat import Updates, engine_of
 
@@ -93,7 +93,7 @@ def _frame(rows: list[CostRow], key: str) -> pd.DataFrame:
     return pd.DataFrame([list(asdict(row).values()) for row in rows], columns=columns)
 
 
-def daily_budgets(store: SQLiteStore) -> dict[str, float]:
+def daily_budgets(store: WorkflowStore) -> dict[str, float]:
     """Each saved workflow's `spec.budget.daily_usd`, from its latest version."""
     found: dict[str, float] = {}
     for stored in store.list_workflows():
@@ -106,7 +106,7 @@ def daily_budgets(store: SQLiteStore) -> dict[str, float]:
     return found
 
 
-def budget_status(ledger: Ledger | None, store: SQLiteStore) -> str:
+def budget_status(ledger: Ledger | None, store: WorkflowStore) -> str:
     """Today's spend against the daily budgets; a tripped one is an alert naming it."""
     if ledger is None:
         return ""

@@ -16,7 +16,7 @@ import yaml
 
 from agentflow.progress import node_table
 from agentflow.store.base import RunRecord
-from agentflow.store.sqlite import SQLiteStore
+from agentflow.store.base import LedgerStore, RunStore, WorkflowStore
 
 RUN_COLUMNS = ["run", "workflow", "status", "trigger", "started", "duration", "tokens", "cost (USD)"]
 NODE_COLUMNS = ["node", "type", "status", "attempts", "latency (ms)", "tokens", "cost (USD)", "error"]
@@ -66,7 +66,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def nodes_frame(store: SQLiteStore, run_id: str) -> pd.DataFrame:
+def nodes_frame(store: RunStore, run_id: str) -> pd.DataFrame:
     rows = [
         [
             row["id"],
@@ -109,7 +109,7 @@ def _event_detail(event: dict[str, Any]) -> str:
     return ""
 
 
-def events_frame(store: SQLiteStore, run_id: str, *, limit: int = 500) -> pd.DataFrame:
+def events_frame(store: RunStore, run_id: str, *, limit: int = 500) -> pd.DataFrame:
     events = store.events(run_id)[-limit:]
     rows = [
         [
@@ -134,11 +134,8 @@ def _description(source: str) -> str:
         return ""
 
 
-def workflows_frame(store: SQLiteStore) -> pd.DataFrame:
-    counts = {
-        row["name"]: row["versions"]
-        for row in store._rows("SELECT name, COUNT(*) AS versions FROM workflow_versions GROUP BY name")
-    }
+def workflows_frame(store: WorkflowStore) -> pd.DataFrame:
+    counts = store.version_counts()
     rows = [
         [stored.name, stored.version, counts.get(stored.name, 1), when(stored.created_at), _description(stored.source)]
         for stored in store.list_workflows()
@@ -157,15 +154,9 @@ def since(days: int | None) -> float:
     return datetime.combine(start, datetime.min.time()).timestamp()
 
 
-def spend_by_day(store: SQLiteStore, days: int | None) -> pd.DataFrame:
+def spend_by_day(store: LedgerStore, days: int | None) -> pd.DataFrame:
     """One row per day in the window (days without runs show as zero), oldest first."""
-    rows = store._rows(
-        "SELECT date(created_at, 'unixepoch', 'localtime') AS day, COUNT(*) AS runs, "
-        "COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd "
-        "FROM runs WHERE created_at >= ? GROUP BY day ORDER BY day",
-        (since(days),),
-    )
-    found = {row["day"]: (row["runs"], row["tokens"], row["cost_usd"]) for row in rows}
+    found = {row.key: (row.runs, row.tokens, row.cost_usd) for row in store.run_totals(by="day", since=since(days))}
     if days:
         first = date.today() - timedelta(days=days - 1)
         every_day = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
@@ -175,26 +166,16 @@ def spend_by_day(store: SQLiteStore, days: int | None) -> pd.DataFrame:
     return pd.DataFrame(data, columns=["day", "runs", "tokens", "cost_usd"])
 
 
-def spend_by_workflow(store: SQLiteStore, days: int | None) -> pd.DataFrame:
-    rows = store._rows(
-        "SELECT workflow, COUNT(*) AS runs, COALESCE(SUM(tokens), 0) AS tokens, "
-        "COALESCE(SUM(cost_usd), 0.0) AS cost_usd FROM runs WHERE created_at >= ? "
-        "GROUP BY workflow ORDER BY cost_usd DESC, tokens DESC",
-        (since(days),),
-    )
-    return pd.DataFrame([list(row) for row in rows], columns=["workflow", "runs", "tokens", "cost_usd"])
+def spend_by_workflow(store: LedgerStore, days: int | None) -> pd.DataFrame:
+    rows = store.run_totals(by="workflow", since=since(days))
+    data = [[row.key, row.runs, row.tokens, row.cost_usd] for row in rows]
+    return pd.DataFrame(data, columns=["workflow", "runs", "tokens", "cost_usd"])
 
 
-def spend_by_model(store: SQLiteStore, days: int | None) -> pd.DataFrame:
+def spend_by_model(store: LedgerStore, days: int | None) -> pd.DataFrame:
     """Spend per model and its provider (the LiteLLM prefix); retries and map branches included."""
-    rows = store._rows(
-        "SELECT n.model AS model, COUNT(*) AS calls, COALESCE(SUM(n.tokens), 0) AS tokens, "
-        "COALESCE(SUM(n.cost_usd), 0.0) AS cost_usd FROM node_runs n JOIN runs r ON r.id = n.run_id "
-        "WHERE n.model IS NOT NULL AND n.model != '' AND r.created_at >= ? "
-        "GROUP BY n.model ORDER BY cost_usd DESC, tokens DESC",
-        (since(days),),
-    )
-    data = [[row["model"], _provider(row["model"]), row["calls"], row["tokens"], row["cost_usd"]] for row in rows]
+    rows = store.model_totals(since=since(days))
+    data = [[row.key, _provider(row.key), row.runs, row.tokens, row.cost_usd] for row in rows]
     return pd.DataFrame(data, columns=["model", "provider", "node runs", "tokens", "cost_usd"])
 
 
@@ -203,10 +184,11 @@ def _provider(model: str) -> str:
     return prefix if slash else "openai"  # LiteLLM's default when a model has no prefix
 
 
-def totals(store: SQLiteStore, days: int | None) -> dict[str, Any]:
-    rows = store._rows(
-        "SELECT COUNT(*) AS runs, COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd "
-        "FROM runs WHERE created_at >= ?",
-        (since(days),),
-    )
-    return dict(rows[0])
+def totals(store: LedgerStore, days: int | None) -> dict[str, Any]:
+    rows = store.run_totals(by=None, since=since(days))
+    total = rows[0] if rows else None
+    return {
+        "runs": total.runs if total else 0,
+        "tokens": total.tokens if total else 0,
+        "cost_usd": total.cost_usd if total else 0.0,
+    }

@@ -8,8 +8,6 @@ the process running it).
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
@@ -21,7 +19,6 @@ from gradio.components import Component
 from agentflow.engine.events import RunStatus
 from agentflow.observability.profile import profile
 from agentflow.store.base import RunRecord
-from agentflow.store.writer import connect
 from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
 from agentflow.web.ui import queries
 from agentflow.web.ui.chat import Updates, engine_of
@@ -157,14 +154,8 @@ class RunsTab:
 
     def trace_of(self, run_id: str) -> TraceRow | None:
         """The run's trace export state; None while the exporter has not tried (or tracing is off)."""
-        try:
-            with closing(connect(self.flow.store.path, readonly=True)) as conn:
-                row = conn.execute(
-                    "SELECT trace_id, state, error FROM run_traces WHERE run_id = ?", (run_id,)
-                ).fetchone()
-        except sqlite3.OperationalError:  # a database from before migration m003
-            return None
-        return TraceRow(*row) if row else None
+        state = self.flow.store.trace_of(run_id)
+        return TraceRow(state.trace_id, state.state, state.error) if state else None
 
     # -- event handlers ------------------------------------------------------------------------
 

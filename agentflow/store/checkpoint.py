@@ -1,31 +1,31 @@
-"""LangGraph checkpoints kept in memory for speed and written through to SQLite.
+"""LangGraph checkpoints kept in memory for speed and written through to the store.
 
-Reads come from memory; each `put`/`put_writes` is also queued on the store's
-batch writer, so concurrent runs share commits. Before a node with side
-effects starts, the engine awaits `writer.flush()`: nothing that completed
+Reads come from memory; each `put`/`put_writes` is also queued on the store
+(its batch writer), so concurrent runs share commits. Before a node with side
+effects starts, the engine awaits `store.flush()`: nothing that completed
 before it can be lost to a crash, yet a chain of pure transforms costs one
-commit per batch instead of one per step. A run's thread is loaded from SQLite
-on first access (resume after a restart) and evicted when the run stops.
+commit per batch instead of one per step. A run's thread is loaded from the
+store on first access (resume after a restart, on any process) and evicted
+when the run stops. Any store of the contract can keep it: `store.checkpointer()`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agentflow.store.writer import BatchWriter
+if TYPE_CHECKING:
+    from agentflow.store.base import CheckpointStore
 
 
 class DurableSaver(InMemorySaver):
-    def __init__(self, writer: BatchWriter, reader: sqlite3.Connection) -> None:
+    def __init__(self, store: CheckpointStore) -> None:
         super().__init__()
-        self.writer = writer
-        self._reader = reader
+        self.store = store
         self._loaded: set[str] = set()
         # thread id -> its keys in self.writes / self.blobs, so eviction need not scan every run's keys
         self._write_keys: dict[str, set[Any]] = {}
@@ -37,28 +37,18 @@ class DurableSaver(InMemorySaver):
         if thread_id in self._loaded:
             return
         self._loaded.add(thread_id)
-        rows = self._reader.execute(
-            "SELECT checkpoint_ns, checkpoint_id, parent_id, checkpoint_type, checkpoint, metadata_type, metadata "
-            "FROM cp_checkpoints WHERE thread_id = ?",
-            (thread_id,),
-        ).fetchall()
-        for ns, checkpoint_id, parent_id, ctype, checkpoint, mtype, metadata in rows:
+        rows = self.store.load_thread(thread_id)
+        for ns, checkpoint_id, parent_id, ctype, checkpoint, mtype, metadata in rows.checkpoints:
             self.storage[thread_id][ns][checkpoint_id] = ((ctype, checkpoint), (mtype, metadata), parent_id)
-        for ns, channel, version, btype, blob in self._reader.execute(
-            "SELECT checkpoint_ns, channel, version, type, blob FROM cp_blobs WHERE thread_id = ?", (thread_id,)
-        ):
+        for ns, channel, version, btype, blob in rows.blobs:
             self.blobs[(thread_id, ns, channel, version)] = (btype, blob)
             self._blob_keys.setdefault(thread_id, set()).add((thread_id, ns, channel, version))
-        for ns, checkpoint_id, task_id, idx, channel, wtype, value, task_path in self._reader.execute(
-            "SELECT checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value, task_path "
-            "FROM cp_writes WHERE thread_id = ?",
-            (thread_id,),
-        ):
+        for ns, checkpoint_id, task_id, idx, channel, wtype, value, task_path in rows.writes:
             self.writes[(thread_id, ns, checkpoint_id)][(task_id, idx)] = (task_id, channel, (wtype, value), task_path)
             self._write_keys.setdefault(thread_id, set()).add((thread_id, ns, checkpoint_id))
 
     def evict(self, thread_id: str) -> None:
-        """Forget a thread's in-memory copy; SQLite keeps it."""
+        """Forget a thread's in-memory copy; the store keeps it."""
         self._loaded.discard(thread_id)
         self.storage.pop(thread_id, None)
         for key in self._write_keys.pop(thread_id, ()):
@@ -67,7 +57,7 @@ class DurableSaver(InMemorySaver):
             self.blobs.pop(key, None)
 
     def mark_new(self, thread_id: str) -> None:
-        """A brand-new thread: nothing to load from SQLite."""
+        """A brand-new thread: nothing to load from the store."""
         self._loaded.add(thread_id)
 
     # -- reads ------------------------------------------------------------------
@@ -100,17 +90,12 @@ class DurableSaver(InMemorySaver):
         blob_keys = self._blob_keys.setdefault(thread_id, set())
         blob_keys.update((thread_id, ns, channel, version) for channel, version in new_versions.items())
         blobs = [
-            (thread_id, ns, channel, str(version), *self.blobs[(thread_id, ns, channel, version)])
+            (ns, channel, str(version), *self.blobs[(thread_id, ns, channel, version)])
             for channel, version in new_versions.items()
         ]
-        row = (thread_id, ns, checkpoint["id"], parent_id, *stored_checkpoint, *stored_metadata)
-
-        def write(conn: sqlite3.Connection) -> None:
-            if blobs:
-                conn.executemany("INSERT OR REPLACE INTO cp_blobs VALUES (?, ?, ?, ?, ?, ?)", blobs)
-            conn.execute("INSERT OR REPLACE INTO cp_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-
-        self.writer.submit(write)
+        self.store.queue_checkpoint(
+            thread_id, (ns, checkpoint["id"], parent_id, *stored_checkpoint, *stored_metadata), blobs
+        )
         return saved
 
     async def aput(
@@ -136,13 +121,8 @@ class DurableSaver(InMemorySaver):
             key = (task_id, WRITES_IDX_MAP.get(channel, idx))
             if key in stored:
                 _, _, (wtype, value), path = stored[key]
-                rows.append((thread_id, ns, checkpoint_id, task_id, key[1], channel, wtype, value, path))
-        if rows:
-            self.writer.submit(
-                lambda conn: conn.executemany(
-                    "INSERT OR REPLACE INTO cp_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
-            )
+                rows.append((ns, checkpoint_id, task_id, key[1], channel, wtype, value, path))
+        self.store.queue_writes(thread_id, rows)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
@@ -151,12 +131,7 @@ class DurableSaver(InMemorySaver):
 
     def delete_thread(self, thread_id: str) -> None:
         super().delete_thread(thread_id)
-        self.writer.submit(
-            lambda conn: [
-                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-                for table in ("cp_checkpoints", "cp_blobs", "cp_writes")
-            ]
-        )
+        self.store.queue_delete_thread(thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
         self.delete_thread(thread_id)
