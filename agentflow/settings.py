@@ -45,6 +45,9 @@ class Settings:
     """Internal hosts and ranges the operator opened to network tools (loopback, private...); see trust/egress.py."""
     database_url: str | None = field(default=None, repr=False)
     """Postgres (postgresql://user:pass@host/db): the store, checkpoints and the run queue; None = SQLite in home."""
+    executor: str = "local"
+    """Who executes queued runs: `local` (this process; the only choice with SQLite) or `workers`
+    (the Procrastinate queue on Postgres, for `agentflow worker` processes; the default with Postgres)."""
     worker_heartbeat_s: float = 5.0
     """How often a worker says it is alive; one silent for 3x this is presumed dead and its runs resume elsewhere."""
 
@@ -74,13 +77,27 @@ class Settings:
             api_token=env.get("AGENTFLOW_API_TOKEN") or None,
             egress_allow_internal=_list(env.get("AGENTFLOW_EGRESS_ALLOW_INTERNAL", "")),
             database_url=_database_url(env.get("AGENTFLOW_DATABASE_URL", "")),
+            executor=_executor(env),
             worker_heartbeat_s=_number(env, "AGENTFLOW_WORKER_HEARTBEAT", 5.0) or 5.0,
         )
 
     @property
     def distributed(self) -> bool:
         """Runs go to the task queue on Postgres and `agentflow worker` processes execute them."""
-        return self.database_url is not None
+        return self.executor == "workers"
+
+
+def _executor(env: Mapping[str, str]) -> str:
+    postgres = bool(env.get("AGENTFLOW_DATABASE_URL", "").strip())
+    value = env.get("AGENTFLOW_EXECUTOR", "").strip().lower() or ("workers" if postgres else "local")
+    if value not in ("local", "workers"):
+        raise SettingsError(f"AGENTFLOW_EXECUTOR={value!r} must be local or workers")
+    if value == "workers" and not postgres:
+        raise SettingsError(
+            "AGENTFLOW_EXECUTOR=workers needs the run queue on Postgres: set AGENTFLOW_DATABASE_URL=postgresql://..., "
+            "or unset AGENTFLOW_EXECUTOR to run queued runs in this process"
+        )
+    return value
 
 
 def _database_url(raw: str) -> str | None:

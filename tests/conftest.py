@@ -13,13 +13,16 @@ from tests.network_guard import block_the_network, network_guard  # noqa: E402, 
 block_the_network()  # before agentflow is imported: sockets stay on this machine, and Ollama is a closed port
 
 from collections.abc import Iterator  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from agentflow.runtime import AgentFlow  # noqa: E402
 from agentflow.settings import Price, Settings  # noqa: E402
 from tests.fakes.fixtures import fake_llm, fake_llm_server, llm_client, llm_settings  # noqa: E402, F401
+from tests import postgres  # noqa: E402
 from tests.fakes.openai_server import FakeLLM  # noqa: E402
 
 TEST_PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)
@@ -28,6 +31,49 @@ TEST_PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test, dropped after it."""
+    with postgres.database() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A fresh Postgres database with no tables at all (for migration tests)."""
+    with postgres.database(migrated=False) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def store_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """With AGENTFLOW_TEST_STORE=postgres, the test's AgentFlow processes keep their data in Postgres:
+    one fresh database per test, named by AGENTFLOW_DATABASE_URL for the processes the test starts,
+    and given to those it opens in-process with settings of their own."""
+    if not postgres.ON_POSTGRES:
+        yield
+        return
+    import agentflow.runtime
+    from agentflow.store import open_store
+
+    url = postgres.create_database()
+    monkeypatch.setenv("AGENTFLOW_DATABASE_URL", url)
+    monkeypatch.setenv("AGENTFLOW_EXECUTOR", "local")
+
+    def on_postgres(settings: Settings) -> Any:
+        if settings.database_url is None:
+            settings = replace(settings, database_url=url, executor="local")
+        return open_store(settings)
+
+    monkeypatch.setattr(agentflow.runtime, "open_store", on_postgres)
+    yield
+    postgres.drop_database(url)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    postgres.drop_all()
 
 
 def fake_settings(home: Path, fake_llm: FakeLLM, *, open_loopback: bool = True) -> Settings:

@@ -14,7 +14,7 @@ def open_store(settings: Settings) -> Store:
     if settings.database_url:
         from agentflow.store.postgres import PostgresStore
 
-        return PostgresStore(settings.database_url)
+        return PostgresStore(settings.database_url, queue=settings.distributed)
     from agentflow.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.db_path, synchronous=settings.sqlite_synchronous)

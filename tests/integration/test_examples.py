@@ -27,6 +27,7 @@ import pytest
 from agentflow.cli import main
 from agentflow.spec.validate import load_workflow_file
 from agentflow.tools.registry import builtin_registry
+from tests import postgres
 from tests.fakes.openai_server import Error, FakeLLM, Json, Reply, Text, ToolCalls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,6 +145,8 @@ class Launched:
 
 def launch(home: Path, *args: str, **extra_env: str) -> Launched:
     env = {**os.environ, "AGENTFLOW_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra_env}
+    if postgres.ON_POSTGRES:  # the processes of one data directory share its database
+        env |= {"AGENTFLOW_DATABASE_URL": postgres.database_for(home), "AGENTFLOW_EXECUTOR": "local"}
     command = [sys.executable, "-m", "agentflow.cli", *args]
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return Launched(list(args), env, process)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from agentflow.runtime import AgentFlow
+from tests import postgres
 from tests.fakes.openai_server import FakeLLM
 from tests.integration.helpers import run_source, workflow
 
@@ -35,7 +37,9 @@ async def test_secret_in_tool_args_never_reaches_the_store(
     run = await run_source(flow, source)
     assert run.status == "succeeded", run.error
     await flow.store.flush()
-    for path in home.iterdir():
+    if postgres.ON_POSTGRES:
+        assert CANARY.encode() not in postgres.dump(os.environ["AGENTFLOW_DATABASE_URL"]), "secret found in Postgres"
+    for path in home.iterdir() if home.exists() or not postgres.ON_POSTGRES else ():
         assert CANARY.encode() not in path.read_bytes(), f"secret found in {path.name}"
 
 

@@ -1,0 +1,586 @@
+"""The reference store: the whole contract in plain Python dicts and lists, behind one lock.
+
+It is the executable specification of `base.py`: SQLStore (sql.py) behaves the
+same in everything the contract states, and both pass one suite
+(`tests/unit/test_store_contract.py`). Values are kept as the databases keep
+them (JSON fields through JSON, text through `text()`), and every call hands
+back copies, so a caller never holds the store's own objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from agentflow.engine import events as ev
+from agentflow.store.base import (
+    GROUPS,
+    ApprovalRecord,
+    BlobRow,
+    CheckpointRow,
+    ConfigVersion,
+    CostRow,
+    GrantRecord,
+    Message,
+    NodeRunRecord,
+    RunRecord,
+    RunTotals,
+    Session,
+    ThreadRows,
+    TraceState,
+    WorkflowVersion,
+    WriteRow,
+)
+from agentflow.store.checkpoint import DurableSaver
+from agentflow.store.sql import content_hash, dumps, text
+
+T = TypeVar("T")
+Method = TypeVar("Method", bound=Callable[..., Any])
+_JSON_FIELDS = ("inputs", "outputs")
+_RUN_FIELDS = frozenset(RunRecord.__slots__)
+_SESSION_FIELDS = frozenset(("title", "model", "current_version", "updated_at"))
+
+
+def _locked(method: Method) -> Method:
+    """Run the method holding the store's lock; hand back a copy of what it returns."""
+
+    @functools.wraps(method)
+    def locked(self: InMemoryStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return copy.deepcopy(method(self, *args, **kwargs))
+
+    return locked  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A row of the cost ledger: a provider call, and its run's workflow then."""
+
+    workflow: str | None
+    event: ev.LLMCalled
+
+
+@dataclass(slots=True)
+class _Thread:
+    """A run's checkpoint rows by their primary keys (those of the cp_* tables, less the thread id)."""
+
+    checkpoints: dict[tuple[str, ...], CheckpointRow] = field(default_factory=dict)
+    blobs: dict[tuple[str, ...], BlobRow] = field(default_factory=dict)
+    writes: dict[tuple[Any, ...], WriteRow] = field(default_factory=dict)
+
+
+class InMemoryStore:
+    location = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._current: dict[str, tuple[str, float]] = {}  # workflow -> (its current version, updated_at)
+        self._versions: dict[tuple[str, str], WorkflowVersion] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._node_runs: list[NodeRunRecord] = []
+        # Ids count from 1 in order of arrival: an event's, approval's or grant's id is its position + 1.
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._approvals: list[ApprovalRecord] = []
+        self._grants: list[GrantRecord] = []
+        self._consumed: set[int] = set()  # approval ids
+        self._sessions: dict[str, Session] = {}
+        self._messages: dict[str, list[Message]] = {}
+        self._config_versions: dict[str, dict[int, ConfigVersion]] = {}
+        self._calls: list[_Call] = []
+        self._traces: dict[str, TraceState] = {}
+        self._threads: dict[str, _Thread] = {}
+
+    # -- durability: every write is applied before its call returns ------------------
+
+    async def flush(self) -> None: ...
+    def flush_sync(self) -> None: ...
+    def close(self) -> None: ...
+
+    def checkpointer(self) -> DurableSaver:
+        return DurableSaver(self)
+
+    # -- workflows ------------------------------------------------------------
+
+    @_locked
+    def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion:
+        version = WorkflowVersion(name, content_hash(source), _text(source), time.time(), text(path))
+        self._current[name] = (version.version, version.created_at)
+        return self._versions.setdefault((name, version.version), version)
+
+    @_locked
+    def get_workflow(self, name: str, version: str | None = None) -> WorkflowVersion | None:
+        if version is None:
+            version = self._current[name][0] if name in self._current else ""
+        return self._versions.get((name, version))
+
+    @_locked
+    def list_workflows(self) -> list[WorkflowVersion]:
+        newest_first = sorted(self._current.items(), key=lambda item: item[1][1], reverse=True)
+        return [self._versions[(name, version)] for name, (version, _) in newest_first]
+
+    @_locked
+    def list_versions(self, name: str) -> list[WorkflowVersion]:
+        versions = [version for version in self._versions.values() if version.name == name]
+        return sorted(versions, key=lambda version: version.created_at, reverse=True)
+
+    @_locked
+    def version_counts(self) -> dict[str, int]:
+        return dict(Counter(name for name, _ in self._versions))
+
+    # -- runs -----------------------------------------------------------------
+
+    @_locked
+    def create_run(self, run: RunRecord) -> None:
+        if run.id in self._runs:
+            raise ValueError(f"a run with id {run.id!r} exists already")
+        run.created_at = run.created_at or time.time()
+        self._runs[run.id] = RunRecord(**{key: _run_value(key, getattr(run, key)) for key in RunRecord.__slots__})
+
+    @_locked
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    @_locked
+    def find_run(self, prefix: str) -> list[RunRecord]:
+        """Runs whose id starts with `prefix` (the CLI accepts short ids)."""
+        return [run for run in self._runs.values() if run.id.startswith(prefix)][:5]
+
+    @_locked
+    def list_runs(
+        self, *, limit: int = 50, statuses: tuple[str, ...] = (), workflow: str | None = None
+    ) -> list[RunRecord]:
+        runs = [
+            run
+            for run in self._runs.values()
+            if (not statuses or run.status in statuses) and (not workflow or run.workflow == workflow)
+        ]
+        return sorted(runs, key=lambda run: run.created_at, reverse=True)[:limit]
+
+    @_locked
+    def claim_run(self, run_id: str, owner: str, *, statuses: tuple[str, ...]) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.status not in statuses:
+            return False
+        run.status, run.owner, run.executed_by, run.heartbeat_at = "running", owner, owner, time.time()
+        run.started_at = run.heartbeat_at if run.started_at is None else run.started_at
+        return True
+
+    @_locked
+    def take_over_run(self, run_id: str, owner: str, *, previous_owner: str | None) -> bool:
+        """Move a running run from a dead owner to `owner`, atomically."""
+        run = self._runs.get(run_id)
+        if run is None or run.status != "running" or run.owner != previous_owner:
+            return False
+        run.owner, run.executed_by, run.heartbeat_at = owner, owner, time.time()
+        return True
+
+    @_locked
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise ValueError(f"runs have no field {', '.join(sorted(unknown))}")
+        self._update_run(run_id, fields)
+
+    def _update_run(self, run_id: str, fields: dict[str, Any]) -> None:
+        run = self._runs.get(run_id)
+        for key, value in fields.items() if run else ():
+            setattr(run, key, _run_value(key, value))
+
+    @_locked
+    def heartbeat(self, run_ids: list[str], owner: str) -> list[str]:
+        """Renew our lease on these runs; returns those we no longer own (taken over: stop them)."""
+        owned = {run_id for run_id in run_ids if run_id in self._runs and self._runs[run_id].owner == owner}
+        for run_id in owned:
+            self._runs[run_id].heartbeat_at = time.time()
+        return [run_id for run_id in run_ids if run_id not in owned]
+
+    @_locked
+    def request_cancel(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is not None and run.status in ("queued", "waiting_approval"):
+            # No process works on it: cancelled here and now, with the approval it waits for.
+            run.status, run.finished_at, run.error = "cancelled", time.time(), "cancelled by request"
+            for approval in self._approvals:
+                if approval.run_id == run_id and approval.status == "pending":
+                    approval.status, approval.decided_at = "cancelled", run.finished_at
+            return True
+        if run is not None and run.status == "running":
+            run.cancel_requested = True
+            return True
+        return False
+
+    @_locked
+    def cancel_requests(self, owner: str) -> list[str]:
+        runs = self._runs.values()
+        return [run.id for run in runs if run.cancel_requested and run.owner == owner and run.status == "running"]
+
+    @_locked
+    def node_runs(self, run_id: str) -> list[NodeRunRecord]:
+        node_runs = [node_run for node_run in self._node_runs if node_run.run_id == run_id]
+        return sorted(node_runs, key=lambda node_run: node_run.started_at)
+
+    @_locked
+    def events(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+        numbered = enumerate(self._events, start=1)
+        return [
+            {"id": event_id, **payload} for event_id, (of, payload) in numbered if of == run_id and event_id > after
+        ]
+
+    # -- approvals --------------------------------------------------------------
+
+    @_locked
+    def pending_approval(self, run_id: str) -> ApprovalRecord | None:
+        return self._pending(run_id)
+
+    def _pending(self, run_id: str) -> ApprovalRecord | None:
+        return _last(self._approvals, lambda approval: approval.run_id == run_id and approval.status == "pending")
+
+    @_locked
+    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None:
+        """Decide the pending approval exactly once; None when there is none (or it was already decided)."""
+        approval = self._pending(run_id)
+        if approval is None:
+            return None
+        approval.status = "approved" if approved else "rejected"
+        approval.comment, approval.decided_at = text(comment), time.time()
+        run = self._runs.get(run_id)
+        if run is not None and run.status == "waiting_approval":
+            run.status = "queued"
+        return approval
+
+    @_locked
+    def decided_approval(self, run_id: str) -> ApprovalRecord | None:
+        """The latest decision not yet consumed by a continuation of the run."""
+        return _last(
+            self._approvals,
+            lambda approval: (
+                approval.run_id == run_id
+                and approval.status in ("approved", "rejected")
+                and approval.id not in self._consumed
+            ),
+        )
+
+    @_locked
+    def consume_approval(self, approval_id: int) -> None:
+        self._consumed.add(approval_id)
+
+    @_locked
+    def approval(self, approval_id: int) -> ApprovalRecord | None:
+        return _last(self._approvals, lambda approval: approval.id == approval_id)
+
+    # -- grants -----------------------------------------------------------------
+
+    @_locked
+    def record_grant(
+        self, workflow: str, version: str | None, capabilities: dict[str, list[str]], *, granted_by: str, note: str
+    ) -> GrantRecord:
+        grant_id = len(self._grants) + 1
+        now = time.time()
+        self._grants.append(
+            GrantRecord(grant_id, workflow, version, _json(capabilities), _text(granted_by), now, text(note))
+        )
+        return GrantRecord(grant_id, workflow, version, capabilities, granted_by, now, note)
+
+    @_locked
+    def latest_grant(self, workflow: str) -> GrantRecord | None:
+        return _last(self._grants, lambda grant: grant.workflow == workflow)
+
+    @_locked
+    def list_grants(self, workflow: str) -> list[GrantRecord]:
+        return [grant for grant in reversed(self._grants) if grant.workflow == workflow]
+
+    # -- chat -------------------------------------------------------------------
+
+    @_locked
+    def create_session(self, session: Session) -> Session:
+        return self._sessions.setdefault(session.id, replace(session, title=text(session.title)))
+
+    @_locked
+    def get_session(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    @_locked
+    def list_sessions(self, *, channel: str | None = None, limit: int = 50) -> list[Session]:
+        sessions = [session for session in self._sessions.values() if not channel or session.channel == channel]
+        return sorted(sessions, key=lambda session: session.updated_at, reverse=True)[:limit]
+
+    @_locked
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _SESSION_FIELDS
+        if unknown:
+            raise ValueError(f"chat sessions have no field {', '.join(sorted(unknown))}")
+        fields.setdefault("updated_at", time.time())
+        session = self._sessions.get(session_id)
+        for key, value in fields.items() if session else ():
+            setattr(session, key, text(value) if isinstance(value, str) else value)
+
+    @_locked
+    def add_message(self, session_id: str, message: Message) -> None:
+        at = message.created_at or time.time()
+        self._messages.setdefault(session_id, []).append(
+            Message(message.role, _text(message.content), _json(message.meta), at)
+        )
+        if session_id in self._sessions:
+            self._sessions[session_id].updated_at = at
+
+    @_locked
+    def messages(self, session_id: str, *, limit: int = 200) -> list[Message]:
+        every = self._messages.get(session_id, [])
+        return every[max(len(every) - limit, 0) :]
+
+    @_locked
+    def add_config_version(
+        self, session_id: str, *, parent: int, source: str, diff: Callable[[int], str], author: str, note: str
+    ) -> int:
+        versions = self._config_versions.setdefault(session_id, {})
+        number = max(versions, default=0) + 1
+        now = time.time()
+        versions[number] = ConfigVersion(number, parent, _text(source), _text(diff(number)), author, _text(note), now)
+        if session_id in self._sessions:
+            self._sessions[session_id].current_version = number
+            self._sessions[session_id].updated_at = now
+        return number
+
+    @_locked
+    def config_version(self, session_id: str, number: int) -> ConfigVersion | None:
+        return self._config_versions.get(session_id, {}).get(number)
+
+    @_locked
+    def config_versions(self, session_id: str) -> list[ConfigVersion]:
+        versions = self._config_versions.get(session_id, {})
+        return [versions[number] for number in sorted(versions)]
+
+    @_locked
+    def newest_child(self, session_id: str, parent: int) -> ConfigVersion | None:
+        return _last(self.config_versions(session_id), lambda version: version.parent == parent)
+
+    # -- the ledger ---------------------------------------------------------------
+
+    @_locked
+    def spend(self, *, by: str, since: float) -> list[CostRow]:
+        """Calls since `since` grouped by day (local date), model, provider, workflow or node
+        ("workflow.node"); most expensive first, or the latest day first."""
+        if by not in GROUPS:
+            raise ValueError(f"cannot group costs by '{by}'; use one of {', '.join(GROUPS)}")
+        groups = _grouped(self._calls_since(since), lambda call: _spend_key(by, call))
+        rows = [
+            CostRow(
+                key,
+                len(calls),
+                sum(call.event.input_tokens for call in calls),
+                sum(call.event.output_tokens for call in calls),
+                float(sum(call.event.cost_usd for call in calls)),
+            )
+            for key, calls in groups.items()
+        ]
+        if by == "day":
+            return sorted(rows, key=lambda row: row.key, reverse=True)
+        return sorted(rows, key=lambda row: (-row.cost_usd, row.key))
+
+    @_locked
+    def spent(self, *, since: float, workflow: str | None = None) -> float:
+        calls = self._calls_since(since)
+        return float(sum(call.event.cost_usd for call in calls if not workflow or call.workflow == workflow))
+
+    @_locked
+    def spent_by_workflow(self, *, since: float) -> dict[str, float]:
+        return _sum_by((call.workflow or "", call.event.cost_usd) for call in self._calls_since(since))
+
+    @_locked
+    def node_costs(self, run_ids: list[str]) -> dict[str, float]:
+        calls = [call.event for call in self._calls if call.event.run_id in run_ids]
+        return _sum_by((call.node_id, call.cost_usd) for call in calls)
+
+    def _calls_since(self, since: float) -> list[_Call]:
+        return [call for call in self._calls if call.event.at >= since]
+
+    @_locked
+    def run_totals(self, *, by: str | None, since: float) -> list[RunTotals]:
+        """Runs created since `since`, grouped by day (local date) or workflow, or all of them (`by=None`)."""
+        if by not in (None, "day", "workflow"):
+            raise ValueError(f"cannot total runs by '{by}'; use day or workflow")
+        runs = [run for run in self._runs.values() if run.created_at >= since]
+        if by is None:
+            return [_totals("", runs)]
+        key = (lambda run: _local_date(run.created_at)) if by == "day" else (lambda run: run.workflow)
+        totals = [_totals(group, members) for group, members in _grouped(runs, key).items()]
+        if by == "day":
+            return sorted(totals, key=lambda row: row.key)
+        return sorted(totals, key=lambda row: (-row.cost_usd, -row.tokens))
+
+    @_locked
+    def model_totals(self, *, since: float) -> list[RunTotals]:
+        """Node runs that called a model, by model: (model, node runs, tokens, cost)."""
+        runs = self._runs
+        called = [
+            node_run
+            for node_run in self._node_runs
+            if node_run.model and node_run.run_id in runs and runs[node_run.run_id].created_at >= since
+        ]
+        totals = [_totals(model, members) for model, members in _grouped(called, lambda run: run.model or "").items()]
+        return sorted(totals, key=lambda row: (-row.cost_usd, -row.tokens))
+
+    # -- trace export state -----------------------------------------------------------
+
+    @_locked
+    def trace_backlog(self) -> list[str]:
+        # No trace state yet means not exported yet, as state 'pending' does.
+        waiting = [
+            run
+            for run in self._runs.values()
+            if run.finished_at is not None and (run.id not in self._traces or self._traces[run.id].state == "pending")
+        ]
+        return [run.id for run in sorted(waiting, key=lambda run: run.finished_at or 0.0)]
+
+    @_locked
+    def trace_of(self, run_id: str) -> TraceState | None:
+        return self._traces.get(run_id)
+
+    @_locked
+    def trace_counts(self) -> dict[str, int]:
+        return dict(Counter(trace.state for trace in self._traces.values()))
+
+    @_locked
+    def trace_failures(self, limit: int = 50) -> list[TraceState]:
+        failed = [trace for trace in self._traces.values() if trace.state == "failed"]
+        return sorted(failed, key=lambda trace: trace.updated_at, reverse=True)[:limit]
+
+    @_locked
+    def record_traces(self, states: list[TraceState]) -> None:
+        self._traces.update((state.run_id, replace(state, error=text(state.error))) for state in states)
+
+    @_locked
+    def reset_failed_traces(self) -> list[str]:
+        failed = [trace.run_id for trace in self._traces.values() if trace.state == "failed"]
+        self._traces.update((run_id, replace(self._traces[run_id], state="pending", attempts=0)) for run_id in failed)
+        return failed
+
+    # -- checkpoints: upserts by primary key, as in the cp_* tables ------------------
+
+    @_locked
+    def load_thread(self, thread_id: str) -> ThreadRows:
+        thread = self._threads.get(thread_id, _Thread())
+        return ThreadRows(list(thread.checkpoints.values()), list(thread.blobs.values()), list(thread.writes.values()))
+
+    @_locked
+    def queue_checkpoint(self, thread_id: str, checkpoint: CheckpointRow, blobs: list[BlobRow]) -> None:
+        thread = self._threads.setdefault(thread_id, _Thread())
+        thread.blobs.update((blob[:3], blob) for blob in blobs)  # (ns, channel, version)
+        thread.checkpoints[checkpoint[:2]] = checkpoint  # (ns, checkpoint id)
+
+    @_locked
+    def queue_writes(self, thread_id: str, writes: list[WriteRow]) -> None:
+        thread = self._threads.setdefault(thread_id, _Thread())
+        thread.writes.update((write[:4], write) for write in writes)  # (ns, checkpoint id, task id, idx)
+
+    @_locked
+    def queue_delete_thread(self, thread_id: str) -> None:
+        self._threads.pop(thread_id, None)
+
+    # -- the event observer -----------------------------------------------------
+
+    @_locked
+    def record(self, event: ev.RunEvent) -> None:
+        """Apply one engine event: what each kind does to runs, node runs, the ledger and approvals."""
+        self._events.append((event.run_id, json.loads(dumps(event.to_dict()))))
+        run = self._runs.get(event.run_id)
+        if isinstance(event, ev.NodeFinished):
+            same = {name: getattr(event, name) for name in NodeRunRecord.__slots__ if hasattr(event, name)}
+            self._node_runs.append(NodeRunRecord(**{**same, "finished_at": event.at, "error": text(event.error)}))
+            # Steps count node executions, as the step budget does; a map's own fan-in is not one.
+            if run is not None and event.status != "skipped" and event.node_type != "map":
+                run.steps += 1
+        elif isinstance(event, ev.LLMCalled):
+            if run is not None:
+                run.tokens += event.input_tokens + event.output_tokens
+                run.cost_usd += event.cost_usd
+            self._calls.append(_Call(run.workflow if run else None, replace(event, error=text(event.error))))
+        elif isinstance(event, ev.RunStarted) and run is not None:
+            run.status = "running"
+            run.started_at = event.at if run.started_at is None else run.started_at
+        elif isinstance(event, ev.ApprovalRequested):
+            approval_id, message = len(self._approvals) + 1, _text(event.message)
+            self._approvals.append(
+                ApprovalRecord(approval_id, event.run_id, event.node_id, message, "pending", None, event.at, None)
+            )
+            # Nobody works on a waiting run: release it so any process may continue it after the decision.
+            if run is not None:
+                run.status, run.owner = "waiting_approval", None
+        elif isinstance(event, ev.ApprovalDecided):
+            for approval in self._approvals:
+                if (approval.run_id, approval.node_id) == (
+                    event.run_id,
+                    event.node_id,
+                ) and approval.status != "pending":
+                    self._consumed.add(approval.id)
+        elif isinstance(event, ev.RunFinished):
+            finished = {"status": event.status, "outputs": event.outputs, "error": event.error, "finished_at": event.at}
+            self._update_run(event.run_id, {**finished, "owner": None})
+
+
+def _json(value: Any) -> Any:
+    """The value a JSON column gives back."""
+    return None if value is None else json.loads(dumps(value))
+
+
+def _text(value: str) -> str:
+    """`text()` of a value that is never None."""
+    return text(value) or ""
+
+
+def _run_value(key: str, value: Any) -> Any:
+    """A run's field as the runs table gives it back."""
+    if key in _JSON_FIELDS:
+        return _json(value) if key == "outputs" else _json(value) or {}
+    if key == "cancel_requested":
+        return bool(value)
+    return text(value) if isinstance(value, str) else value
+
+
+def _local_date(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(at))
+
+
+def _last(records: Iterable[T], keep: Callable[[T], bool]) -> T | None:
+    """The last record kept: the newest, records being in order of arrival."""
+    return next((record for record in reversed(list(records)) if keep(record)), None)
+
+
+def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _sum_by(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for key, value in pairs:
+        totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def _spend_key(by: str, call: _Call) -> str:
+    """The group a provider call counts in; '?' for what the ledger does not know."""
+    event = call.event
+    if by == "day":
+        return _local_date(event.at)
+    if by == "node":
+        return f"{_known(call.workflow)}.{_known(event.node_id)}"
+    return _known({"model": event.model, "provider": event.provider, "workflow": call.workflow}[by])
+
+
+def _known(value: str | None) -> str:
+    return "?" if value is None else value
+
+
+def _totals(key: str, members: Sequence[RunRecord | NodeRunRecord]) -> RunTotals:
+    tokens = sum(member.tokens for member in members)
+    return RunTotals(key, len(members), tokens, float(sum(member.cost_usd for member in members)))
