@@ -101,8 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
-    worker = commands.add_parser("worker", help="run queued runs in the background until interrupted")
-    worker.add_argument("--concurrency", type=int, default=None)
+    worker = commands.add_parser(
+        "worker", help="execute queued runs until interrupted (with AGENTFLOW_DATABASE_URL: from the Postgres queue)"
+    )
+    worker.add_argument("--concurrency", type=int, default=None, help="runs at a time (AGENTFLOW_MAX_CONCURRENT_RUNS)")
+
+    migrate = commands.add_parser(
+        "migrate", help="create or upgrade the database's tables (once, under a lock; safe to run concurrently)"
+    )
+    migrate.add_argument("--check", action="store_true", help="only say which migrations are pending (exit 1 if any)")
     return parser
 
 
@@ -113,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.files)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "migrate":
+            return _migrate(args)
         if args.command == "schema":
             from agentflow.spec.schema import workflow_json_schema
 
@@ -353,14 +362,56 @@ def _cancel(flow: AgentFlow, args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from agentflow.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
+    if settings.database_url:
+        from agentflow.store import postgres
+
+        where = postgres._redacted(settings.database_url)
+        try:
+            if args.check:
+                pending = postgres.pending_migrations(settings.database_url)
+                print(f"{where}: " + (f"pending {', '.join(pending)}" if pending else "up to date"))
+                return 1 if pending else 0
+            applied = postgres.migrate(settings.database_url)
+        except Exception as exc:  # psycopg's errors say what is wrong (host, auth, database)
+            raise CLIError(f"cannot migrate {where}: {exc}".strip()) from None
+    else:
+        from agentflow.store.sqlite import SQLiteStore
+
+        where = str(settings.db_path)
+        if args.check:
+            print(f"{where}: SQLite migrates itself when opened")
+            return 0
+        store = SQLiteStore(settings.db_path)
+        store.close()
+        applied = []
+    print(f"{where}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    return 0
+
+
 async def _worker(flow: AgentFlow, args: argparse.Namespace) -> int:
     from agentflow.engine.executor import Executor
     from agentflow.progress import ProgressPrinter
 
     if args.concurrency:
-        flow.executor = Executor(flow.engine, concurrency=args.concurrency)
+        flow.executor = Executor(
+            flow.engine, concurrency=args.concurrency, heartbeat_seconds=flow.settings.worker_heartbeat_s
+        )
     flow.bus.subscribe(ProgressPrinter(sys.stdout, enabled=True))
-    print(f"worker {flow.executor.owner}: running queued runs from {flow.settings.db_path}; Ctrl-C to stop")
+    if flow.settings.distributed:
+        from agentflow.engine.workers import Worker
+
+        print(f"worker {flow.executor.owner}: taking runs from the queue in {flow.store.location}; Ctrl-C to stop")
+        sys.stdout.flush()
+        await Worker(flow, concurrency=args.concurrency).run()
+        return 0
+    print(f"worker {flow.executor.owner}: running queued runs from {flow.store.location}; Ctrl-C to stop")
     await flow.executor.start()
     try:
         import asyncio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ class AgentFlow:
     engine: Engine
     executor: Executor
     exporter: TraceExporter | None = None
+    _unwatch: Callable[[], None] | None = None
 
     @classmethod
     def open(
@@ -85,7 +87,12 @@ class AgentFlow:
         services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
         _warn_short_secrets(settings, secrets)
         engine = Engine(store, services, bus)
-        flow = cls(settings, store, bus, engine, Executor(engine, concurrency=settings.max_concurrent_runs))
+        executor = Executor(
+            engine, concurrency=settings.max_concurrent_runs, heartbeat_seconds=settings.worker_heartbeat_s
+        )
+        flow = cls(settings, store, bus, engine, executor)
+        # Changes other processes make to runs (a worker executing one, a cancel from the API) reach our bus.
+        flow._unwatch = store.watch_changes(bus.changed)
         if tracing:
             from agentflow.observability import attach_tracing
 
@@ -134,6 +141,9 @@ class AgentFlow:
         return self.executor.submit(version.name, version.version, inputs, trigger=trigger)
 
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self.exporter is not None:
             self.exporter.close()  # tries the pending traces once more; the rest wait for the next start
             self.exporter = None

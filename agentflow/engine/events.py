@@ -123,16 +123,35 @@ class BudgetExceeded(RunEvent):
 Observer = Callable[[RunEvent], None]
 
 
+Watcher = Callable[[str], None]
+
+
 class EventBus:
-    """Fan-out of run events to observers, in subscription order."""
+    """Fan-out of run events to observers, in subscription order; and of "this run changed" to watchers.
+
+    Observers get this process's events. Watchers get the id of any run that changed, here (as its
+    events are emitted) or in another process (`changed`, fed by the store's change feed), so a caller
+    waiting for a run re-reads the store instead of polling it.
+    """
 
     def __init__(self) -> None:
         self._observers: list[Observer] = []
+        self._watchers: list[Watcher] = []
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         self._observers.append(observer)
         return lambda: self._observers.remove(observer)
 
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        """Call `watcher(run_id)` whenever a run changes; it may be called from another thread."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher)
+
     def emit(self, event: RunEvent) -> None:
         for observer in tuple(self._observers):
             observer(event)
+        self.changed(event.run_id)
+
+    def changed(self, run_id: str) -> None:
+        for watcher in tuple(self._watchers):
+            watcher(run_id)

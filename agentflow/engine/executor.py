@@ -1,9 +1,17 @@
-"""The background executor: a persisted queue, bounded concurrency, recovery, cancel.
+"""The executor: a persisted queue, bounded concurrency, recovery, cancel.
 
 Queued runs live in the store, so they survive a restart. A run is executed
 by whichever process claims it (an atomic status change); the owner
 heartbeats, and a run left `running` by a dead owner (same host, pid gone) or
 a silent one (lease expired) is taken over and resumed from its checkpoint.
+An owner that finds at its heartbeat that a run was taken over stops it
+without recording anything (the new owner records the run).
+
+Embedded (`AGENTFLOW_EXECUTOR=local`), this process drains the queue itself;
+with workers (`engine/workers.py`) the queue is Procrastinate's and this
+class executes the runs a worker is handed. Waiting for a run's end is a
+wait on the event bus (this process's events, and other processes' changes
+through the store's change feed), never a poll of the store.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
@@ -25,6 +34,8 @@ from agentflow.store.base import RunRecord
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 10.0
 POLL_SECONDS = 0.5
+# A lost notification must not hang a waiter forever: it looks again after this long.
+SAFETY_RECHECK_SECONDS = 5.0
 
 
 def calls_models(workflow: Workflow) -> bool:
@@ -59,15 +70,18 @@ def owner_is_gone(owner: str | None, heartbeat_at: float | None, *, now: float |
 
 
 class Executor:
-    def __init__(self, engine: Engine, *, concurrency: int = 8) -> None:
+    def __init__(self, engine: Engine, *, concurrency: int = 8, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
         self.engine = engine
         self.store = engine.store
         self.owner = new_owner()
+        self.heartbeat_seconds = heartbeat_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()
+        self._unwatch: Callable[[], None] | None = None
 
     # -- submitting -----------------------------------------------------------------
 
@@ -111,25 +125,30 @@ class Executor:
 
     async def run(self, run_id: str, *, statuses: tuple[str, ...] = ("queued",)) -> RunStatus | None:
         """Claim a run and execute it here; None when another process has it."""
-        before = self.store.get_run(run_id)
+        before = await asyncio.to_thread(self.store.get_run, run_id)
         if not await asyncio.to_thread(self.store.claim_run, run_id, self.owner, statuses=statuses):
             return None
         return await self._execute(run_id, fresh=before is not None and before.started_at is None)
 
-    async def take_over(self, run_id: str) -> RunStatus | None:
-        """Resume a run whose owner died, from its last checkpoint."""
-        run = self.store.get_run(run_id)
-        if run is None or run.status != "running" or not owner_is_gone(run.owner, run.heartbeat_at):
+    async def take_over(self, run_id: str, *, force: bool = False) -> RunStatus | None:
+        """Resume a run whose owner died, from its last checkpoint.
+
+        `force`: the queue already established that the owner is gone (its worker stopped heartbeating).
+        """
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None or run.status != "running" or run.owner == self.owner:
             return None
-        if not self.store.take_over_run(run_id, self.owner, previous_owner=run.owner):
+        if not force and not owner_is_gone(run.owner, run.heartbeat_at):
+            return None
+        if not await asyncio.to_thread(self.store.take_over_run, run_id, self.owner, previous_owner=run.owner):
             return None
         return await self._execute(run_id)
 
     async def _execute(self, run_id: str, *, fresh: bool = False) -> RunStatus:
-        run = self.store.get_run(run_id)
+        run = await asyncio.to_thread(self.store.get_run, run_id)
         assert run is not None
         decision = None
-        approval = self.store.decided_approval(run_id)
+        approval = await asyncio.to_thread(self.store.decided_approval, run_id)
         if approval is not None:
             decision = {
                 "approved": approval.status == "approved",
@@ -152,17 +171,37 @@ class Executor:
         task.cancel()
         return True
 
+    def abandon(self, run_id: str) -> None:
+        """Stop a run another process took over, recording nothing: it is theirs now."""
+        if run_id in self._tasks:
+            self.engine.abandoned.add(run_id)
+            self.cancel_local(run_id)
+
     # -- the background loops ---------------------------------------------------------
 
     async def start(self, *, drain: bool = True) -> None:
-        """Heartbeats and cancel requests for our runs; with `drain`, also recover orphans and run the queue."""
+        """Heartbeats and cancel requests for our runs; with `drain`, also recover orphans and run the queue.
+
+        With workers (AGENTFLOW_EXECUTOR=workers) the queue is theirs: this process never drains it.
+        """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._unwatch = self.engine.bus.watch(self._on_change)
         self._loops = [asyncio.create_task(self._watch(), name="agentflow-watch")]
-        if drain:
+        if drain and not self.engine.services.settings.distributed:
             self._loops.append(asyncio.create_task(self._drain(), name="agentflow-queue"))
 
+    def _on_change(self, run_id: str) -> None:
+        # A change to a run we hold may be a cancel request from another process: look now.
+        loop = self._loop
+        if run_id in self._tasks and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed.set)
+
     async def stop(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         for loop in self._loops:
             loop.cancel()
         for task in list(self._tasks.values()):
@@ -199,15 +238,32 @@ class Executor:
             if self._tasks:
                 for run_id in await asyncio.to_thread(self.store.cancel_requests, self.owner):
                     self.cancel_local(run_id)
-                if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-                    self.store.heartbeat(list(self._tasks), self.owner)
+                if time.monotonic() - last_beat > self.heartbeat_seconds:
+                    for run_id in await asyncio.to_thread(self.store.heartbeat, list(self._tasks), self.owner):
+                        self.abandon(run_id)
                     last_beat = time.monotonic()
-            await asyncio.sleep(POLL_SECONDS)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
 
     async def wait_for(self, run_id: str, *, statuses: frozenset[str] = TERMINAL_STATUSES) -> RunRecord:
-        """Poll the store until a run reaches one of `statuses` (used by callers without the task)."""
-        while True:
-            run = await asyncio.to_thread(self.store.get_run, run_id)
-            if run is not None and run.status in statuses:
-                return run
-            await asyncio.sleep(POLL_SECONDS)
+        """Wait until a run reaches one of `statuses`, wherever it runs: woken by the event bus."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def on_change(changed_id: str) -> None:
+            if changed_id == run_id and not loop.is_closed():
+                loop.call_soon_threadsafe(changed.set)
+
+        unwatch = self.engine.bus.watch(on_change)
+        try:
+            while True:
+                changed.clear()
+                await self.store.flush()  # this process's events are queued before they are committed
+                run = await asyncio.to_thread(self.store.get_run, run_id)
+                if run is not None and run.status in statuses:
+                    return run
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), SAFETY_RECHECK_SECONDS)
+        finally:
+            unwatch()

@@ -47,6 +47,8 @@ class Engine:
         self.services = services
         self.bus = bus
         self.saver = store.checkpointer()
+        # Runs another process took over: stopped here without recording anything.
+        self.abandoned: set[str] = set()
         self._compiled: dict[tuple[str, str], Compiled] = {}
 
     def compiled(self, name: str, version: str) -> Compiled:
@@ -91,6 +93,7 @@ class Engine:
         if fresh:
             self.saver.mark_new(run.id)
         else:
+            await asyncio.to_thread(self.saver.preload, run.id)  # the checkpoint's rows, off the loop
             snapshot = await compiled.app.aget_state(config)
             fresh = not snapshot.values
             usage = None if fresh else snapshot.values.get("usage")
@@ -155,11 +158,19 @@ class Engine:
         except NeedsGrantError as exc:
             status, error = "failed", str(exc)
         except asyncio.CancelledError:
+            if run.id in self.abandoned:
+                raise
             status, error = "cancelled", "cancelled by request"
         except Exception as exc:  # a bug or an unexpected library error: record it, never lose the run
             status, error = "failed", ctx.redact(f"{type(exc).__name__}: {exc}")
         finally:
-            self.store.update_run(run.id, active_s=run.active_s + time.monotonic() - started)
+            if run.id in self.abandoned:
+                self.abandoned.discard(run.id)
+                self.saver.evict(run.id)
+            else:
+                await asyncio.to_thread(
+                    self.store.update_run, run.id, active_s=run.active_s + time.monotonic() - started
+                )
         if status != "waiting_approval":
             self.bus.emit(
                 RunFinished(

@@ -8,8 +8,9 @@ reference (`memory.py`), SQLite (`sqlite.py`) and Postgres (`postgres.py`).
 They all pass `tests/unit/test_store_contract.py`. No SQL is written outside
 this package.
 
-Calls are synchronous and quick; writes are batched (group commit) and a
-write's effects are visible to reads once the call returns. Code on an event
+Calls are synchronous and quick; writes are batched (group commit). A write
+that returns a result is visible to reads once the call returns; those that
+only queue (`record`, `add_message`, `queue_*`) are visible after `flush()`. Code on an event
 loop calls them through `asyncio.to_thread` where a read may wait on the
 database (see `engine/executor.py`).
 """
@@ -282,6 +283,16 @@ class CheckpointStore(Protocol):
     def queue_delete_thread(self, thread_id: str) -> None: ...
 
 
+class ChangeFeed(Protocol):
+    """Which runs other processes changed, as they commit (Postgres LISTEN/NOTIFY).
+
+    A store without one (SQLite, memory) returns a no-op: there, waiters see other processes'
+    changes when they look again (executor.SAFETY_RECHECK_SECONDS).
+    """
+
+    def watch_changes(self, on_change: Callable[[str], None]) -> Callable[[], None]: ...
+
+
 class Durability(Protocol):
     """The engine's event observer, and the group commit behind it."""
 
@@ -300,6 +311,7 @@ class Store(
     LedgerStore,
     TraceStore,
     CheckpointStore,
+    ChangeFeed,
     Durability,
     Protocol,
 ):

@@ -33,6 +33,10 @@ class DurableSaver(InMemorySaver):
 
     # -- loading and eviction -----------------------------------------------------
 
+    def preload(self, thread_id: str) -> None:
+        """Load a thread's rows from the store now (from a worker thread: the read may wait)."""
+        self._ensure_loaded(thread_id)
+
     def _ensure_loaded(self, thread_id: str) -> None:
         if thread_id in self._loaded:
             return

@@ -97,7 +97,7 @@ class InMemoryStore:
         self._traces: dict[str, TraceState] = {}
         self._threads: dict[str, _Thread] = {}
 
-    # -- durability: every write is applied before its call returns ------------------
+    # -- durability: every write is applied before its call returns; no change feed ------
 
     async def flush(self) -> None: ...
     def flush_sync(self) -> None: ...
@@ -105,6 +105,9 @@ class InMemoryStore:
 
     def checkpointer(self) -> DurableSaver:
         return DurableSaver(self)
+
+    def watch_changes(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        return lambda: None  # one process: there are no other processes' changes to hear of
 
     # -- workflows ------------------------------------------------------------
 

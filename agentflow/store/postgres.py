@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ from psycopg.rows import dict_row
 from agentflow.store.postgres_schema import MIGRATIONS
 from agentflow.store.sql import SQLStore
 from agentflow.store.writer import BatchWriter, Conn
+
+log = logging.getLogger("agentflow.store")
 
 NOTIFY_CHANNEL = "agentflow_events"
 QUEUE = "runs"
@@ -154,6 +158,9 @@ class PostgresStore(SQLStore):
     def _connect_reader(self) -> Any:
         return _Reader(self.url)
 
+    def watch_changes(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        return _Listener(self.url, on_change).stop
+
     def _announce(self, conn: Conn, run_ids: set[str]) -> None:
         for run_id in run_ids:
             # Delivered at commit; Postgres folds duplicates within one transaction.
@@ -167,6 +174,40 @@ class PostgresStore(SQLStore):
             "::procrastinate_job_to_defer_v1])",
             (QUEUE, RUN_TASK, run_id, json.dumps({"run_id": run_id})),
         )
+
+
+class _Listener:
+    """A thread LISTENing on the events channel; calls `on_change(run_id)` for every notification."""
+
+    def __init__(self, url: str, on_change: Callable[[str], None]) -> None:
+        self._url = url
+        self._on_change = on_change
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="agentflow-listen", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with connect(self._url) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._ready.set()
+                    while not self._stopping.is_set():
+                        for notification in conn.notifies(timeout=0.5):
+                            self._on_change(notification.payload)
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("listening for run changes failed (%s); reconnecting", exc)
+                self._stopping.wait(1.0)
+            finally:
+                self._ready.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
 
 
 class _Reader:

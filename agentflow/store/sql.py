@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,9 @@ _TRACE_UPSERT = (
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
@@ -59,7 +63,7 @@ def text(value: str | None) -> str | None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", value)
     return value
 
 
@@ -111,6 +115,9 @@ class SQLStore:
 
     def checkpointer(self) -> DurableSaver:
         return DurableSaver(self)
+
+    def watch_changes(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        return lambda: None
 
     # -- workflows ------------------------------------------------------------
 
@@ -184,8 +191,9 @@ class SQLStore:
 
     def find_run(self, prefix: str) -> list[RunRecord]:
         """Runs whose id starts with `prefix` (the CLI accepts short ids)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._rows("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 5", (escaped + "%",))
+        rows = self._rows(
+            "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at DESC LIMIT 5", (len(prefix), prefix)
+        )
         return [_run_record(row) for row in rows]
 
     def list_runs(
@@ -204,6 +212,8 @@ class SQLStore:
         return [_run_record(row) for row in rows]
 
     def claim_run(self, run_id: str, owner: str, *, statuses: tuple[str, ...]) -> bool:
+        if not statuses:
+            return False
         marks = ", ".join("?" for _ in statuses)
         now = time.time()
 
@@ -529,7 +539,7 @@ class SQLStore:
         if by not in (None, "day", "workflow"):
             raise ValueError(f"cannot total runs by '{by}'; use day or workflow")
         group = {None: "''", "day": self.LOCAL_DATE.format(column="created_at"), "workflow": "workflow"}[by]
-        order = "key" if by == "day" else "cost_usd DESC, tokens DESC"
+        order = "key" if by == "day" else "cost_usd DESC, tokens DESC, key"
         grouping = f"GROUP BY {group} ORDER BY {order}" if by else ""
         rows = self._rows(
             f"SELECT {group} AS key, COUNT(*) AS runs, COALESCE(SUM(tokens), 0) AS tokens, "
@@ -543,7 +553,7 @@ class SQLStore:
             "SELECT n.model AS key, COUNT(*) AS runs, COALESCE(SUM(n.tokens), 0) AS tokens, "
             "COALESCE(SUM(n.cost_usd), 0.0) AS cost_usd FROM node_runs n JOIN runs r ON r.id = n.run_id "
             "WHERE n.model IS NOT NULL AND n.model != '' AND r.created_at >= ? "
-            "GROUP BY n.model ORDER BY cost_usd DESC, tokens DESC",
+            "GROUP BY n.model ORDER BY cost_usd DESC, tokens DESC, key",
             (since,),
         )
         return [_totals(row) for row in rows]

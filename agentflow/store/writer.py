@@ -182,6 +182,9 @@ class BatchWriter:
             outcomes = [(future, False, exc) for _, future, _ in work]
         self._committed = work[-1][2]
         for future, ok, value in outcomes:
+            # A waiter that was cancelled (its run stopped) cancelled its future; the write stands.
+            if future.cancelled():
+                continue
             if ok:
                 future.set_result(value)
             else:
