@@ -26,19 +26,20 @@ ENV PATH=/opt/venv/bin:$PATH PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 
-FROM builder AS build-worker
+FROM builder AS deps-worker
 COPY requirements-worker.lock ./
 # Wheels only: nothing is compiled, so the builder needs no compiler.
 RUN pip install --quiet --require-hashes --no-deps --only-binary=:all: -r requirements-worker.lock
-COPY pyproject.toml README.md ./
-COPY agentflow ./agentflow
-RUN pip install --quiet --no-deps --no-build-isolation . && pip check
 
 # -- runtime: python3, the venv, a non-root user (UID 1000, as on Hugging Face Spaces) ---------------
 FROM python AS runtime
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/agentflow --shell /usr/sbin/nologin agentflow \
     && install -d -o agentflow -g agentflow /data
+# The locked dependencies are one large layer; the project is installed above it in a small one,
+# so a change to agentflow/ rebuilds and ships only that (pip and setuptools come from the lock).
 ENV PATH=/opt/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     AGENTFLOW_HOME=/data \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     GRADIO_ANALYTICS_ENABLED=False \
@@ -47,22 +48,27 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /home/agentflow
 
 FROM runtime AS worker
-COPY --from=build-worker /opt/venv /opt/venv
+COPY --from=deps-worker /opt/venv /opt/venv
+COPY pyproject.toml README.md /tmp/agentflow/
+COPY agentflow /tmp/agentflow/agentflow
+RUN pip install --quiet --no-deps --no-build-isolation /tmp/agentflow \
+    && pip check && rm -rf /tmp/agentflow
 USER agentflow
 # No HEALTHCHECK: the worker has no endpoint to ask, and the container stops when its process does
 # (compose restarts it). A check that the process is alive would only restate that.
 CMD ["agentflow", "worker"]
 
-FROM builder AS build-app
+FROM builder AS deps-app
 COPY requirements-app.lock ./
 RUN pip install --quiet --require-hashes --no-deps --only-binary=:all: -r requirements-app.lock
-COPY pyproject.toml README.md ./
-COPY agentflow ./agentflow
-RUN pip install --quiet --no-deps --no-build-isolation . && pip check
 
 # Last, so that a plain `docker build .` (as Hugging Face Spaces runs it) builds the app.
 FROM runtime AS app
-COPY --from=build-app /opt/venv /opt/venv
+COPY --from=deps-app /opt/venv /opt/venv
+COPY pyproject.toml README.md /tmp/agentflow/
+COPY agentflow /tmp/agentflow/agentflow
+RUN pip install --quiet --no-deps --no-build-isolation /tmp/agentflow \
+    && pip check && rm -rf /tmp/agentflow
 # The assistant reads prompts/ and examples/ from the directory above the package
 # (agentflow/chat/prompts.py: parents[2]), which for an installed package is site-packages.
 COPY prompts /opt/venv/lib/python3.11/site-packages/prompts

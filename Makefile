@@ -7,7 +7,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export GRADIO_ANALYTICS_ENABLED := False
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint bench run clean browser lock
+.PHONY: install test lint bench run clean browser lock docker-engine services
 
 # Every machine installs exactly the versions in requirements.lock, checked against their hashes;
 # only `make lock` changes them, on purpose.
@@ -39,8 +39,22 @@ lock:
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-test: $(STAMP) browser
+# A Docker engine, Compose 1.29 and the base image local/bookworm-slim, without a registry (tests/docker).
+docker-engine:
+	bash scripts/docker-engine.sh
+
+# PostgreSQL on 127.0.0.1:5432 (the scale-out store and queue); started when it is down.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start \
+		&& for i in $$(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done; }
+	@pg_isready -h 127.0.0.1 -p 5432
+
+# Everything on the embedded SQLite store (plus the Postgres-only tests and the images), then the
+# integration suite again with every AgentFlow process of a test on Postgres.
+test: $(STAMP) browser services docker-engine
 	$(BIN)/python -m pytest -q
+	AGENTFLOW_TEST_STORE=postgres $(BIN)/python -m pytest -q tests/integration \
+		--ignore=tests/integration/test_workers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check agentflow tests benchmarks

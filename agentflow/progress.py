@@ -72,6 +72,7 @@ def run_summary(run: RunRecord, node_runs: list[NodeRunRecord] | None) -> dict[s
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "executed_by": run.executed_by,
     }
     if node_runs is not None:
         summary["nodes"] = node_table(node_runs)

@@ -21,8 +21,8 @@ import pytest  # noqa: E402
 
 from agentflow.runtime import AgentFlow  # noqa: E402
 from agentflow.settings import Price, Settings  # noqa: E402
-from tests.fakes.fixtures import fake_llm, fake_llm_server, llm_client, llm_settings  # noqa: E402, F401
 from tests import postgres  # noqa: E402
+from tests.fakes.fixtures import fake_llm, fake_llm_server, llm_client, llm_settings  # noqa: E402, F401
 from tests.fakes.openai_server import FakeLLM  # noqa: E402
 
 TEST_PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)

@@ -24,6 +24,7 @@ from agentflow.store.base import Durability, RunStore, TraceState, TraceStore, W
 
 log = logging.getLogger(__name__)
 
+
 class ExportStore(RunStore, WorkflowStore, TraceStore, Durability, Protocol):
     """What the exporter reads (runs, their events and workflow) and writes (trace states)."""
 

@@ -17,6 +17,7 @@ first one instead of racing (`agentflow migrate` runs them explicitly).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -96,10 +97,8 @@ def connect(url: str) -> psycopg.Connection[Any]:
     conn = psycopg.connect(url, autocommit=True, prepare_threshold=None, application_name="agentflow")
     zone = _local_timezone()
     if zone:
-        try:
+        with contextlib.suppress(psycopg.Error):  # an unknown zone name: the server's zone it is
             conn.execute("SELECT set_config('TimeZone', %s, false)", [zone])
-        except psycopg.Error:
-            pass  # an unknown zone name: the server's zone it is
     return conn
 
 
@@ -108,7 +107,7 @@ def migrate(url: str) -> list[str]:
     done: list[str] = []
     with connect(url) as raw:
         conn = PgConn(raw)
-        conn.execute("SELECT pg_advisory_lock(%s)" % MIGRATION_LOCK)
+        conn.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)")
             applied = {row[0] for row in conn.execute("SELECT name FROM _migrations").fetchall()}
@@ -120,7 +119,7 @@ def migrate(url: str) -> list[str]:
                     conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
                 done.append(name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)" % MIGRATION_LOCK)
+            conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
     return done
 
 
@@ -219,7 +218,7 @@ class _Reader:
 
     def _open(self) -> psycopg.Connection[Any]:
         conn = connect(self._url)
-        conn.row_factory = dict_row  # type: ignore[assignment]
+        conn.row_factory = dict_row
         return conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:

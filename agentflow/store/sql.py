@@ -614,10 +614,7 @@ class SQLStore:
         )
         return ThreadRows(
             [_checkpoint_row(row) for row in checkpoints],
-            [
-                (row["checkpoint_ns"], row["channel"], row["version"], row["type"], bytes(row["blob"]))
-                for row in blobs
-            ],
+            [(row["checkpoint_ns"], row["channel"], row["version"], row["type"], bytes(row["blob"])) for row in blobs],
             [
                 (
                     row["checkpoint_ns"],

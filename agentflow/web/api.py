@@ -157,6 +157,9 @@ class RunSummary(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+    executed_by: str | None = Field(
+        default=None, description="the process that executed the run last: host:pid:id (a worker with Postgres)"
+    )
 
     @classmethod
     def of(cls, run: RunRecord) -> RunSummary:
@@ -222,10 +225,8 @@ def _detail(flow: AgentFlow, run_id: str) -> RunDetail:
 
 async def submit_run(flow: AgentFlow, stored: WorkflowVersion, inputs: dict[str, Any], trigger: str) -> RunRecord:
     """Queue a run from async code running on the server's event loop (raises InputError)."""
-    # Compiling is the slow part: warm the cache in a thread. Submitting must happen on the event
-    # loop's thread, because it wakes the executor through an asyncio.Event.
-    await asyncio.to_thread(flow.engine.compiled, stored.name, stored.version)
-    return flow.submit(stored, inputs, trigger=trigger)
+    # Compiling and the durable insert (a commit) wait: both happen in a thread, off the loop.
+    return await asyncio.to_thread(flow.submit, stored, inputs, trigger=trigger)
 
 
 # -- workflows ------------------------------------------------------------------------
@@ -316,7 +317,7 @@ async def list_runs(
     unknown = sorted(set(statuses) - set(RUN_STATUSES))
     if unknown:
         raise HTTPException(422, f"unknown status {', '.join(unknown)}; use one of {', '.join(RUN_STATUSES)}")
-    runs = flow.store.list_runs(limit=limit, statuses=statuses, workflow=workflow)
+    runs = await asyncio.to_thread(flow.store.list_runs, limit=limit, statuses=statuses, workflow=workflow)
     return [RunSummary.of(run) for run in runs]
 
 
@@ -333,13 +334,13 @@ async def start_run(body: StartRun, flow: Flow) -> RunSummary:
 
 @router.get("/runs/{run_id}", summary="A run with its per-node table and any pending approval")
 async def get_run(run_id: str, flow: Flow) -> RunDetail:
-    return _detail(flow, run_id)
+    return await asyncio.to_thread(_detail, flow, run_id)
 
 
 @router.get("/runs/{run_id}/events", summary="A run's event log, oldest first")
 async def run_events(run_id: str, flow: Flow, after: Annotated[int, Query(ge=0)] = 0) -> EventPage:
-    _run_or_404(flow, run_id)
-    events = flow.store.events(run_id, after=after)
+    await asyncio.to_thread(_run_or_404, flow, run_id)
+    events = await asyncio.to_thread(flow.store.events, run_id, after=after)
     return EventPage(events=events, last_id=events[-1]["id"] if events else after)
 
 

@@ -15,8 +15,7 @@ import pandas as pd
 import yaml
 
 from agentflow.progress import node_table
-from agentflow.store.base import RunRecord
-from agentflow.store.base import LedgerStore, RunStore, WorkflowStore
+from agentflow.store.base import LedgerStore, RunRecord, RunStore, WorkflowStore
 
 RUN_COLUMNS = ["run", "workflow", "status", "trigger", "started", "duration", "tokens", "cost (USD)"]
 NODE_COLUMNS = ["node", "type", "status", "attempts", "latency (ms)", "tokens", "cost (USD)", "error"]
