@@ -20,7 +20,17 @@ from benchmarks._common import RESULTS, Report, environment, format_table
 
 
 def _load() -> dict[str, Callable[[], Report]]:
-    from benchmarks import chat, cold_start, concurrency, hostile_yaml, node_overhead, tracing
+    from benchmarks import (
+        chat,
+        cold_start,
+        concurrency,
+        hostile_yaml,
+        node_overhead,
+        postgres_overhead,
+        queue_latency,
+        tracing,
+        worker_throughput,
+    )
 
     # Cold start first: it times fresh subprocesses, before this process grows.
     return {
@@ -30,6 +40,10 @@ def _load() -> dict[str, Callable[[], Report]]:
         "concurrency": concurrency.run,
         "tracing": tracing.run,
         "chat": chat.run,
+        # On Postgres (127.0.0.1:5432, a fresh database each); worker_throughput starts worker processes.
+        "postgres_overhead": postgres_overhead.run,
+        "queue_latency": queue_latency.run,
+        "worker_throughput": worker_throughput.run,
     }
 
 

@@ -123,7 +123,7 @@ class BudgetExceeded(RunEvent):
 Observer = Callable[[RunEvent], None]
 
 
-Watcher = Callable[[str], None]
+Watcher = Callable[[str, bool], None]  # (run id, changed by another process)
 
 
 class EventBus:
@@ -143,15 +143,17 @@ class EventBus:
         return lambda: self._observers.remove(observer)
 
     def watch(self, watcher: Watcher) -> Callable[[], None]:
-        """Call `watcher(run_id)` whenever a run changes; it may be called from another thread."""
+        """Call `watcher(run_id, remote)` whenever a run changes; a remote change comes from another thread."""
         self._watchers.append(watcher)
         return lambda: self._watchers.remove(watcher)
 
     def emit(self, event: RunEvent) -> None:
         for observer in tuple(self._observers):
             observer(event)
-        self.changed(event.run_id)
+        for watcher in tuple(self._watchers):
+            watcher(event.run_id, False)
 
     def changed(self, run_id: str) -> None:
+        """Another process changed this run (the store's change feed calls this)."""
         for watcher in tuple(self._watchers):
-            watcher(run_id)
+            watcher(run_id, True)

@@ -69,6 +69,13 @@ def owner_is_gone(owner: str | None, heartbeat_at: float | None, *, now: float |
     return heartbeat_at is None or (now or time.time()) - heartbeat_at > LEASE_SECONDS
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 class Executor:
     def __init__(self, engine: Engine, *, concurrency: int = 8, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
         self.engine = engine
@@ -192,10 +199,10 @@ class Executor:
         if drain and not self.engine.services.settings.distributed:
             self._loops.append(asyncio.create_task(self._drain(), name="agentflow-queue"))
 
-    def _on_change(self, run_id: str) -> None:
-        # A change to a run we hold may be a cancel request from another process: look now.
+    def _on_change(self, run_id: str, remote: bool) -> None:
+        # Another process changing a run we hold may be a cancel request: look now.
         loop = self._loop
-        if run_id in self._tasks and loop is not None and not loop.is_closed():
+        if remote and run_id in self._tasks and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._changed.set)
 
     async def stop(self) -> None:
@@ -251,8 +258,12 @@ class Executor:
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 
-        def on_change(changed_id: str) -> None:
-            if changed_id == run_id and not loop.is_closed():
+        def on_change(changed_id: str, remote: bool) -> None:
+            if changed_id != run_id or loop.is_closed():
+                return
+            if not remote and _on_loop(loop):
+                changed.set()  # this process's own events, emitted on this loop: no wake-up needed
+            else:
                 loop.call_soon_threadsafe(changed.set)
 
         unwatch = self.engine.bus.watch(on_change)
