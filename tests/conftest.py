@@ -12,6 +12,26 @@ from tests.network_guard import block_the_network, network_guard  # noqa: E402, 
 
 block_the_network()  # before agentflow is imported: sockets stay on this machine, and Ollama is a closed port
 
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """`kill -USR1 <pytest pid>`: write every thread's and asyncio task's stack to /tmp/agentflow-hang-<pid>.txt."""
+    import asyncio
+    import faulthandler
+
+    with open(f"/tmp/agentflow-hang-{os.getpid()}.txt", "w") as out:
+        faulthandler.dump_traceback(out, all_threads=True)
+        try:
+            tasks = asyncio.all_tasks()
+        except RuntimeError:
+            return
+        for task in tasks:
+            task.print_stack(file=out)
+
+
+import signal  # noqa: E402
+
+signal.signal(signal.SIGUSR1, _dump_tasks)
+
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402

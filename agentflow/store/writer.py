@@ -55,7 +55,7 @@ class BatchWriter:
         self._begin = begin
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._submitted = 0
-        self._committed = 0
+        self._outstanding = 0  # submitted, not yet committed (items reach the queue in more than one order)
         self._lock = threading.Lock()
         self._closed = False
         # Operations submitted from an event loop are handed over once per loop iteration, not one
@@ -86,6 +86,7 @@ class BatchWriter:
             if self._closed:
                 raise RuntimeError("the store is closed")
             self._submitted += 1
+            self._outstanding += 1
             item = (operation, future, self._submitted)
             if loop is None:
                 self._queue.put(item)
@@ -112,7 +113,7 @@ class BatchWriter:
 
     @property
     def pending(self) -> bool:
-        return self._committed < self._submitted
+        return self._outstanding > 0
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed."""
@@ -180,7 +181,8 @@ class BatchWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, False, exc) for _, future, _ in work]
-        self._committed = work[-1][2]
+        with self._lock:
+            self._outstanding -= len(work)
         for future, ok, value in outcomes:
             # A waiter that was cancelled (its run stopped) cancelled its future; the write stands.
             if future.cancelled():
