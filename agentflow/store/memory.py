@@ -198,11 +198,15 @@ class InMemoryStore:
 
     @_locked
     def heartbeat(self, run_ids: list[str], owner: str) -> list[str]:
-        """Renew our lease on these runs; returns those we no longer own (taken over: stop them)."""
-        owned = {run_id for run_id in run_ids if run_id in self._runs and self._runs[run_id].owner == owner}
-        for run_id in owned:
-            self._runs[run_id].heartbeat_at = time.time()
-        return [run_id for run_id in run_ids if run_id not in owned]
+        """Renew our lease on these runs; returns those another owner took over (stop them)."""
+        taken = []
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.owner == owner:
+                run.heartbeat_at = time.time()
+            elif run is not None and run.owner is not None:
+                taken.append(run_id)
+        return taken
 
     @_locked
     def request_cancel(self, run_id: str) -> bool:

@@ -254,7 +254,11 @@ class SQLStore:
         self.writer.call(lambda conn: _update_run(conn, run_id, fields))
 
     def heartbeat(self, run_ids: list[str], owner: str) -> list[str]:
-        """Renew our lease on these runs; returns those we no longer own (taken over: stop them)."""
+        """Renew our lease on these runs; returns those another owner took over (stop them).
+
+        A run released by its own events (waiting for approval, finished: owner cleared) is not taken:
+        its task is only finishing up.
+        """
         if not run_ids:
             return []
         now = time.time()
@@ -264,9 +268,11 @@ class SQLStore:
             conn.execute(
                 f"UPDATE runs SET heartbeat_at = ? WHERE owner = ? AND id IN ({marks})", (now, owner, *run_ids)
             )
-            kept = conn.execute(f"SELECT id FROM runs WHERE owner = ? AND id IN ({marks})", (owner, *run_ids))
-            owned = {row[0] for row in kept.fetchall()}
-            return [run_id for run_id in run_ids if run_id not in owned]
+            others = conn.execute(
+                f"SELECT id FROM runs WHERE owner IS NOT NULL AND owner != ? AND id IN ({marks})", (owner, *run_ids)
+            )
+            taken = {row[0] for row in others.fetchall()}
+            return [run_id for run_id in run_ids if run_id in taken]
 
         return self.writer.call(beat)
 

@@ -238,11 +238,12 @@ def test_update_run_rejects_unknown_fields(store: Store) -> None:
     assert kept(run.error)
 
 
-def test_heartbeat_returns_the_runs_no_longer_ours(store: Store) -> None:
+def test_heartbeat_returns_the_runs_another_owner_took(store: Store) -> None:
     new_run(store, "mine", status="running", owner="me", heartbeat_at=T0)
     new_run(store, "theirs", status="running", owner="them", heartbeat_at=T0)
     new_run(store, "nobodys", status="running", heartbeat_at=T0)
-    assert store.heartbeat(["mine", "theirs", "missing", "nobodys"], "me") == ["theirs", "missing", "nobodys"]
+    # Released runs (no owner: waiting or finished) and unknown ones are not taken: only "theirs" is.
+    assert store.heartbeat(["mine", "theirs", "missing", "nobodys"], "me") == ["theirs"]
     mine, theirs = store.get_run("mine"), store.get_run("theirs")
     assert mine is not None and theirs is not None
     assert mine.heartbeat_at != T0
