@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.runtime import AgentFlow
 from agentflow.store.base import RunRecord
 
@@ -27,7 +28,9 @@ async def run_source(
     if grant:
         flow.grant_version(version, by=PERSON)
     run = flow.submit(version, inputs or {})
-    await flow.executor.run(run.id)
+    if await flow.executor.run(run.id) is None:
+        # The process's own queue loop (a started executor) claimed it first: wait for it there.
+        await flow.executor.wait_for(run.id, statuses=TERMINAL_STATUSES | {"waiting_approval"})
     await flow.store.flush()
     record = flow.store.get_run(run.id)
     assert record is not None
