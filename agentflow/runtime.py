@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.context import Services
 from agentflow.engine.events import EventBus
 from agentflow.engine.executor import Executor
+from agentflow.engine.feed import LiveFeed
 from agentflow.engine.runner import Engine
 from agentflow.observability.costs import Ledger
 from agentflow.secrets import MIN_REDACTED_CHARS
@@ -58,7 +59,12 @@ class AgentFlow:
     engine: Engine
     executor: Executor
     exporter: TraceExporter | None = None
+    feed: LiveFeed = field(init=False)
+    """Committed events for live readers (the UI, the streaming API); started by the server."""
     _unwatch: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.feed = LiveFeed(self.store, self.bus)
 
     @classmethod
     def open(

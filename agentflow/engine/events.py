@@ -86,6 +86,10 @@ class LLMCalled(RunEvent):
     cost_usd: float
     latency_ms: float
     error: str | None = None
+    prompt: list[dict[str, Any]] | None = None
+    """The messages sent, secrets redacted and long texts truncated (agentflow/engine/nodes/base.py)."""
+    reply: dict[str, Any] | None = None
+    """The assistant message that came back (content, tool calls), redacted and truncated likewise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +99,8 @@ class ToolCalled(RunEvent):
     tool: str
     latency_ms: float
     error: str | None = None
+    arguments: Any = None
+    result: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +125,8 @@ class BudgetExceeded(RunEvent):
     used: float
     allowed: float
 
+
+EVENT_TYPES = frozenset(kind.type for kind in RunEvent.__subclasses__())
 
 Observer = Callable[[RunEvent], None]
 

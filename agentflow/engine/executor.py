@@ -68,7 +68,7 @@ def owner_is_gone(owner: str | None, heartbeat_at: float | None, *, now: float |
     return heartbeat_at is None or (now or time.time()) - heartbeat_at > LEASE_SECONDS
 
 
-async def _until_set(event: asyncio.Event, timeout: float) -> None:
+async def until_set(event: asyncio.Event, timeout: float) -> None:
     """Until `event` is set or `timeout` passes. Unlike `asyncio.wait_for` on Python 3.11, a cancel
     arriving as the event is set is never swallowed (that left `Executor.stop` waiting forever)."""
     waiter = asyncio.ensure_future(event.wait())
@@ -239,7 +239,7 @@ class Executor:
                 if run.id not in self._tasks:
                     self._spawn(background, self.run(run.id))
             self._wake.clear()
-            await _until_set(self._wake, POLL_SECONDS)
+            await until_set(self._wake, POLL_SECONDS)
 
     def _spawn(self, background: set[asyncio.Task[Any]], work: Any) -> None:
         task = asyncio.create_task(work)
@@ -258,7 +258,7 @@ class Executor:
                         self.abandon(run_id)
                     last_beat = time.monotonic()
             self._changed.clear()
-            await _until_set(self._changed, POLL_SECONDS)
+            await until_set(self._changed, POLL_SECONDS)
 
     async def wait_for(self, run_id: str, *, statuses: frozenset[str] = TERMINAL_STATUSES) -> RunRecord:
         """Wait until a run reaches one of `statuses`, wherever it runs: woken by the event bus."""
@@ -281,6 +281,6 @@ class Executor:
                 run = await asyncio.to_thread(self.store.get_run, run_id)
                 if run is not None and run.status in statuses:
                     return run
-                await _until_set(changed, SAFETY_RECHECK_SECONDS)
+                await until_set(changed, SAFETY_RECHECK_SECONDS)
         finally:
             unwatch()

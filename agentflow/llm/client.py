@@ -41,6 +41,10 @@ class CallRecord:
     cost_usd: float
     latency_ms: float
     error: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """What was sent: the conversation, as given to the provider."""
+    reply: dict[str, Any] | None = None
+    """What came back: the assistant message (content and tool calls); None when the call failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +199,7 @@ class LLMClient:
             except Exception as exc:
                 elapsed = (time.perf_counter() - started) * 1000
                 reason = describe_error(exc, request.timeout)
-                request.record(CallRecord(model, provider, 0, 0, 0.0, elapsed, reason))
+                request.record(CallRecord(model, provider, 0, 0, 0.0, elapsed, reason, messages))
                 if attempt < self._settings.llm_retries and is_transient(exc):
                     await asyncio.sleep(self._retry_backoff * 2**attempt)
                     continue
@@ -207,7 +211,10 @@ class LLMClient:
             elapsed = (time.perf_counter() - started) * 1000
             input_tokens, output_tokens = _usage(response)
             cost = self._cost(model, response, input_tokens, output_tokens)
-            request.record(CallRecord(model, provider, input_tokens, output_tokens, cost, elapsed))
+            reply = _parse_message(response)[1]
+            request.record(
+                CallRecord(model, provider, input_tokens, output_tokens, cost, elapsed, None, messages, reply)
+            )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -222,6 +222,13 @@ class _Cleaner:
         return redact(value, self.secrets)
 
 
+def _clean_message(message: Any, clean: _Cleaner) -> Any:
+    """A chat message with its text cleaned, keeping the shape MLflow renders as a conversation."""
+    if not isinstance(message, dict):
+        return clean(message)
+    return {key: clean(value) if key in ("content", "tool_calls") else value for key, value in message.items()}
+
+
 def _node_key(event: dict[str, Any]) -> tuple[Any, ...]:
     return (event["node_id"], event.get("item_index"), event.get("attempt", 1), event.get("iteration", 0))
 
@@ -346,6 +353,11 @@ def _call_spans(
             attributes={"agentflow.node_id": event["node_id"], "agentflow.latency_ms": round(event["latency_ms"], 3)},
         )
         if kind == "llm_call":
+            # The prompt and reply as the engine recorded them (redacted, truncated), cleaned again for the trace.
+            if event.get("prompt") is not None:
+                span.inputs = {"messages": [_clean_message(message, clean) for message in event["prompt"]]}
+            if event.get("reply") is not None:
+                span.outputs = clean(event["reply"])
             input_tokens, output_tokens = event["input_tokens"], event["output_tokens"]
             span.usage = LLMUsage(
                 model=event["model"],
@@ -356,5 +368,7 @@ def _call_spans(
             )
         else:
             span.attributes["agentflow.tool"] = event["tool"]
+            span.inputs = clean(event.get("arguments"))
+            span.outputs = clean(event.get("result"))
         spans.append(span)
     return spans

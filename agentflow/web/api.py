@@ -11,170 +11,42 @@ from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.engine.budget import BudgetExceededError
-from agentflow.engine.events import RunStatus
+from agentflow.engine.events import EVENT_TYPES, RunStatus
+from agentflow.engine.feed import follow
 from agentflow.engine.inputs import InputError
 from agentflow.progress import run_summary
 from agentflow.runtime import AgentFlow
 from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import RunRecord, WorkflowVersion
-from agentflow.trust.capabilities import Capabilities, summary
-from agentflow.trust.grants import NeedsGrantError, Review
+from agentflow.trust.capabilities import Capabilities
+from agentflow.trust.grants import NeedsGrantError
+from agentflow.web.models import (
+    Decision,
+    EventPage,
+    GrantEntry,
+    GrantRequest,
+    PendingApproval,
+    RunDetail,
+    RunSummary,
+    SaveWorkflow,
+    SpecProblem,
+    SpecProblems,
+    StartRun,
+    WorkflowDetail,
+    WorkflowSummary,
+    capability_set,
+)
+from agentflow.web.sse import KEEPALIVE_SECONDS, sse
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-MAX_COMMENT_CHARS = 10_000
 
 # Declares the bearer scheme in the OpenAPI document; `auth.AuthMiddleware` enforces it.
 _bearer = HTTPBearer(auto_error=False, description="AGENTFLOW_API_TOKEN, or the token printed at start-up")
 router = APIRouter(dependencies=[Security(_bearer)])
-
-
-# -- request bodies -----------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SaveWorkflow(_Body):
-    source: str = Field(description="the workflow YAML (apiVersion agentflow/v1)")
-
-
-class StartRun(_Body):
-    workflow: str = Field(description="the workflow's name")
-    version: str | None = Field(default=None, description="a stored version; the latest when omitted")
-    inputs: dict[str, Any] = Field(default_factory=dict)
-
-
-class Decision(_Body):
-    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
-
-
-# -- responses ------------------------------------------------------------------------
-
-
-class WorkflowSummary(BaseModel):
-    name: str
-    version: str
-    created_at: float
-    path: str | None
-
-    @classmethod
-    def of(cls, stored: WorkflowVersion) -> WorkflowSummary:
-        return cls(name=stored.name, version=stored.version, created_at=stored.created_at, path=stored.path)
-
-
-class CapabilitySet(BaseModel):
-    tools: list[str]
-    egress: list[str]
-    secrets: list[str]
-    text: str = Field(description="one readable line, e.g. 'tool http_request; egress to hooks.slack.com'")
-
-
-class VersionReview(BaseModel):
-    capabilities: CapabilitySet = Field(description="what this version may use: derived from its YAML")
-    needs_review: bool = Field(description="true when it needs more than its workflow's grant: it cannot run yet")
-    missing: CapabilitySet = Field(description="what a person must grant before it runs")
-
-
-class WorkflowDetail(WorkflowSummary):
-    source: str
-    review: VersionReview
-
-    @classmethod
-    def of(cls, stored: WorkflowVersion, review: Review) -> WorkflowDetail:  # type: ignore[override]
-        return cls(**WorkflowSummary.of(stored).model_dump(), source=stored.source, review=_review(review))
-
-
-class GrantEntry(BaseModel):
-    granted_at: float
-    granted_by: str
-    version: str | None
-    capabilities: CapabilitySet
-    note: str | None
-
-
-class GrantRequest(_Body):
-    version: str | None = Field(default=None, description="the version to grant; the latest when omitted")
-
-
-def _capabilities(capabilities: Capabilities) -> CapabilitySet:
-    return CapabilitySet(**summary(capabilities))
-
-
-def _review(review: Review) -> VersionReview:
-    return VersionReview(
-        capabilities=_capabilities(review.wanted),
-        needs_review=review.needs_review,
-        missing=_capabilities(review.missing),
-    )
-
-
-class SpecProblem(BaseModel):
-    line: int
-    column: int
-    message: str
-
-
-class SpecProblems(BaseModel):
-    detail: str
-    errors: list[SpecProblem]
-
-
-class NodeRow(BaseModel):
-    id: str
-    type: str
-    status: str
-    attempts: int
-    latency_ms: float
-    tokens: int
-    cost_usd: float
-    error: str | None
-
-
-class PendingApproval(BaseModel):
-    node_id: str
-    message: str
-    requested_at: float
-
-
-class RunSummary(BaseModel):
-    run_id: str
-    workflow: str
-    version: str
-    status: str
-    trigger: str
-    inputs: dict[str, Any]
-    outputs: dict[str, Any] | None
-    error: str | None
-    tokens: int
-    cost_usd: float
-    steps: int
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    executed_by: str | None = Field(
-        default=None, description="the process that executed the run last: host:pid:id (a worker with Postgres)"
-    )
-
-    @classmethod
-    def of(cls, run: RunRecord) -> RunSummary:
-        return cls(**run_summary(run, None))
-
-
-class RunDetail(RunSummary):
-    cancel_requested: bool
-    nodes: list[NodeRow]
-    approval: PendingApproval | None = Field(description="what the run waits for, when waiting_approval")
-
-
-class EventPage(BaseModel):
-    events: list[dict[str, Any]]
-    last_id: int = Field(description="pass as ?after= to get only newer events")
 
 
 # -- dependencies ---------------------------------------------------------------------
@@ -204,18 +76,38 @@ def _workflow_or_404(flow: AgentFlow, name: str, version: str | None = None) -> 
     raise HTTPException(404, f"no workflow named '{name}'; list them with GET /api/workflows, save one with POST")
 
 
+MIN_RUN_PREFIX = 4
+
+
 def _run_or_404(flow: AgentFlow, run_id: str) -> RunRecord:
+    """A run by its id or by a unique prefix of it (the UI and the CLI show the first 12 characters)."""
     run = flow.store.get_run(run_id)
-    if run is None:
-        raise HTTPException(404, f"no run '{run_id}'; list runs with GET /api/runs")
-    return run
+    if run is not None:
+        return run
+    matches = flow.store.find_run(run_id) if len(run_id) >= MIN_RUN_PREFIX else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(match.id for match in matches)
+        raise HTTPException(409, f"'{run_id}' is the start of several runs ({names}); give more characters")
+    if len(run_id) < MIN_RUN_PREFIX:
+        raise HTTPException(404, f"no run '{run_id}'; give the run id or at least {MIN_RUN_PREFIX} of its characters")
+    raise HTTPException(404, f"no run '{run_id}'; list runs with GET /api/runs")
+
+
+def _found_run(run_id: str, request: Request) -> RunRecord:
+    # A sync dependency: FastAPI runs it in a thread, off the loop.
+    return _run_or_404(_flow(request), run_id)
+
+
+FoundRun = Annotated[RunRecord, Depends(_found_run)]
 
 
 def _detail(flow: AgentFlow, run_id: str) -> RunDetail:
     run = _run_or_404(flow, run_id)
-    pending = flow.store.pending_approval(run_id) if run.status == "waiting_approval" else None
+    pending = flow.store.pending_approval(run.id) if run.status == "waiting_approval" else None
     return RunDetail(
-        **run_summary(run, flow.store.node_runs(run_id)),
+        **run_summary(run, flow.store.node_runs(run.id)),
         cancel_requested=run.cancel_requested,
         approval=None
         if pending is None
@@ -282,7 +174,7 @@ async def list_grants(name: str, flow: Flow) -> list[GrantEntry]:
             granted_at=record.granted_at,
             granted_by=record.granted_by,
             version=record.version,
-            capabilities=_capabilities(Capabilities.from_dict(record.capabilities)),
+            capabilities=capability_set(Capabilities.from_dict(record.capabilities)),
             note=record.note,
         )
         for record in flow.store.list_grants(name)
@@ -333,54 +225,122 @@ async def start_run(body: StartRun, flow: Flow) -> RunSummary:
 
 
 @router.get("/runs/{run_id}", summary="A run with its per-node table and any pending approval")
-async def get_run(run_id: str, flow: Flow) -> RunDetail:
-    return await asyncio.to_thread(_detail, flow, run_id)
+async def get_run(run: FoundRun, flow: Flow) -> RunDetail:
+    return await asyncio.to_thread(_detail, flow, run.id)
 
 
 @router.get("/runs/{run_id}/events", summary="A run's event log, oldest first")
-async def run_events(run_id: str, flow: Flow, after: Annotated[int, Query(ge=0)] = 0) -> EventPage:
-    await asyncio.to_thread(_run_or_404, flow, run_id)
-    events = await asyncio.to_thread(flow.store.events, run_id, after=after)
+async def run_events(run: FoundRun, flow: Flow, after: Annotated[int, Query(ge=0)] = 0) -> EventPage:
+    events = await asyncio.to_thread(flow.store.events, run.id, after=after)
     return EventPage(events=events, last_id=events[-1]["id"] if events else after)
 
 
-async def _decide(flow: AgentFlow, run_id: str, body: Decision | None, *, approved: bool) -> RunDetail:
-    run = _run_or_404(flow, run_id)
+async def _decide(flow: AgentFlow, run: RunRecord, body: Decision | None, *, approved: bool) -> RunDetail:
     comment = body.comment if body else None
-    decided = await asyncio.to_thread(flow.store.decide_approval, run_id, approved=approved, comment=comment)
+    decided = await asyncio.to_thread(flow.store.decide_approval, run.id, approved=approved, comment=comment)
     if decided is None:
         raise HTTPException(
-            409, f"run {run_id} has no pending approval (its status is {run.status}); nothing to decide"
+            409, f"run {run.id} has no pending approval (its status is {run.status}); nothing to decide"
         )
     flow.executor.wake()
-    return _detail(flow, run_id)
+    return await asyncio.to_thread(_detail, flow, run.id)
 
 
 @router.post("/runs/{run_id}/approve", status_code=202, summary="Approve the pending step; the run continues")
-async def approve_run(run_id: str, flow: Flow, body: Decision | None = None) -> RunDetail:
-    return await _decide(flow, run_id, body, approved=True)
+async def approve_run(run: FoundRun, flow: Flow, body: Decision | None = None) -> RunDetail:
+    return await _decide(flow, run, body, approved=True)
 
 
 @router.post("/runs/{run_id}/reject", status_code=202, summary="Reject the pending step; the run ends as rejected")
-async def reject_run(run_id: str, flow: Flow, body: Decision | None = None) -> RunDetail:
-    return await _decide(flow, run_id, body, approved=False)
+async def reject_run(run: FoundRun, flow: Flow, body: Decision | None = None) -> RunDetail:
+    return await _decide(flow, run, body, approved=False)
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a queued, waiting or running run")
-async def cancel_run(run_id: str, flow: Flow) -> RunDetail:
-    run = _run_or_404(flow, run_id)
-    if not await asyncio.to_thread(flow.store.request_cancel, run_id):
+async def cancel_run(run: FoundRun, flow: Flow) -> RunDetail:
+    if not await asyncio.to_thread(flow.store.request_cancel, run.id):
         raise HTTPException(
-            409, f"run {run_id} is {run.status}; only queued, waiting_approval or running runs can be cancelled"
+            409, f"run {run.id} is {run.status}; only queued, waiting_approval or running runs can be cancelled"
         )
-    return _detail(flow, run_id)
+    flow.bus.changed(run.id)  # an idle run ended here, with no engine event: wake whoever follows it
+    return await asyncio.to_thread(_detail, flow, run.id)
 
 
 @router.post("/runs/{run_id}/rerun", status_code=202, summary="Start a new run: same workflow version and inputs")
-async def rerun(run_id: str, flow: Flow) -> RunSummary:
-    run = _run_or_404(flow, run_id)
+async def rerun(run: FoundRun, flow: Flow) -> RunSummary:
     stored = _workflow_or_404(flow, run.workflow, run.version)
     return RunSummary.of(await submit_run(flow, stored, run.inputs, "rerun"))
+
+
+# -- live streams (server-sent events) ----------------------------------------------------
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold events back
+
+
+def _resume_from(request: Request, after: int | None) -> int | None:
+    """Where a stream resumes: the Last-Event-ID a reconnecting EventSource sends, else ?after=."""
+    header = request.headers.get("last-event-id", "").strip()
+    if header:
+        if not header.isdigit():
+            raise HTTPException(422, f"Last-Event-ID must be an event id (a number), not '{header[:40]}'")
+        return int(header)
+    return after
+
+
+@router.get(
+    "/runs/{run_id}/stream",
+    summary="A run's events as server-sent events: the stored ones, then live ones until it finishes",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`id`, `event` (its type), `data` (JSON)"}},
+)
+async def stream_run(
+    run: FoundRun,
+    request: Request,
+    flow: Flow,
+    after: Annotated[int | None, Query(ge=0, description="resume after this event id (or send Last-Event-ID)")] = None,
+) -> StreamingResponse:
+    start = _resume_from(request, after) or 0
+    events = follow(flow.feed, after=start, run_id=run.id, until_finished=True, idle=KEEPALIVE_SECONDS)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+@router.get(
+    "/events",
+    summary="Every run's events as server-sent events, live; filter by run, workflow and type",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`id`, `event` (its type), `data` (JSON)"}},
+)
+async def stream_events(
+    request: Request,
+    flow: Flow,
+    run: Annotated[str | None, Query(description="only this run (its id or a unique prefix)")] = None,
+    workflow: Annotated[str | None, Query(description="only runs of this workflow")] = None,
+    type: Annotated[
+        list[str] | None, Query(description="only these event types; repeat or comma-separate: run_started,llm_call")
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="replay from after this event id (or send Last-Event-ID); default: now")
+    ] = None,
+) -> StreamingResponse:
+    run_id = (await asyncio.to_thread(_run_or_404, flow, run)).id if run else None
+    types = {part.strip() for value in type or () for part in value.split(",") if part.strip()}
+    unknown = sorted(types - EVENT_TYPES)
+    if unknown:
+        raise HTTPException(
+            422, f"unknown event type {', '.join(unknown)}; use one of {', '.join(sorted(EVENT_TYPES))}"
+        )
+    feed = flow.feed
+
+    def match(event: dict[str, Any]) -> bool:
+        if types and event.get("type") not in types:
+            return False
+        return workflow is None or feed.workflow_of(event) == workflow
+
+    start = _resume_from(request, after)
+    if start is None:
+        start = await asyncio.to_thread(flow.store.last_event_id)
+    events = follow(feed, after=start, run_id=run_id, match=match, idle=KEEPALIVE_SECONDS)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 @router.api_route(
@@ -413,7 +373,7 @@ async def _needs_grant(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NeedsGrantError)
     # 403: understood and refused until a person grants the version (POST /api/workflows/{name}/grant).
     missing = exc.review.missing
-    return JSONResponse({"detail": str(exc), "missing": _capabilities(missing).model_dump()}, status_code=403)
+    return JSONResponse({"detail": str(exc), "missing": capability_set(missing).model_dump()}, status_code=403)
 
 
 async def _budget_spent(request: Request, exc: Exception) -> JSONResponse:

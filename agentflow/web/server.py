@@ -90,9 +90,11 @@ def create_app(
         running = state.flow
         _announce_token(config)
         await running.executor.start()
+        await running.feed.start()
         try:
             yield
         finally:
+            await running.feed.stop()
             await mlflow_ui.aclose()
             await running.executor.stop()
             if owned:

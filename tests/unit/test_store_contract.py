@@ -23,11 +23,12 @@ import pytest
 from agentflow.engine import events as ev
 from agentflow.store import base, migrations, postgres_schema
 from agentflow.store.base import (
+    ASSISTANT,
     ConfigVersion,
     CostRow,
+    DailyCost,
     Message,
     NodeRunRecord,
-    RunTotals,
     Session,
     Store,
     ThreadRows,
@@ -42,6 +43,7 @@ from tests.unit.store_contract_cases import (
     R3_AT,
     T0,
     ZONE,
+    assistant_call,
     fill_ledger,
     new_run,
     race,
@@ -120,6 +122,25 @@ def test_unknown_workflows_are_none(store: Store) -> None:
     assert store.get_workflow("nope") is None
     assert store.get_workflow("wf", "0123456789ab") is None
     assert store.list_versions("nope") == []
+
+
+def test_versions_are_numbered_per_workflow_in_the_order_first_saved(store: Store) -> None:
+    one = store.save_workflow("wf", "steps: 1\n")
+    two = store.save_workflow("wf", "steps: 2\n")
+    other = store.save_workflow("other", "steps: 1\n")
+    assert (one.number, two.number, other.number) == (1, 2, 1)
+    assert store.save_workflow("wf", "steps: 1\n").number == 1  # its text again: the same version, no new number
+    three = store.save_workflow("wf", "steps: 3\n")
+    assert three.number == 3
+    assert [version.number for version in store.list_versions("wf")] == [3, 2, 1]
+    assert store.get_workflow("wf", two.version) == two
+    assert [(version.name, version.number) for version in store.list_workflows()] == [("wf", 3), ("other", 1)]
+
+
+def test_concurrent_saves_of_one_workflow_get_distinct_numbers(store: Store) -> None:
+    saved = race(*(lambda index=index: store.save_workflow("wf", f"steps: {index}\n") for index in range(8)))
+    assert sorted(version.number for version in saved) == list(range(1, 9))
+    assert sorted(version.number for version in store.list_versions("wf")) == list(range(1, 9))
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -273,6 +294,9 @@ def test_cancelling_a_queued_run_cancels_it_at_once(store: Store) -> None:
     assert store.request_cancel("run-1")
     run = store.get_run("run-1")
     assert run is not None and run.status == "cancelled" and not run.cancel_requested
+    # Its event log ends as any finished run's does: whoever follows the run sees it end.
+    (finished,) = store.events("run-1")
+    assert (finished["type"], finished["status"], finished["error"]) == ("run_finished", "cancelled", run.error)
 
 
 def test_cancelling_a_running_run_asks_its_owner(store: Store) -> None:
@@ -429,6 +453,28 @@ def test_events_come_back_in_order_after_an_id(store: Store) -> None:
     assert store.events("run-1", after=ids[-1]) == []
     assert [event["type"] for event in store.events("run-2")] == ["run_started"]
     assert store.events("nope") == []
+
+
+def test_every_runs_events_come_back_after_an_id_for_the_live_feed(store: Store) -> None:
+    assert store.last_event_id() == 0
+    assert store.events_after(0) == []
+    new_run(store, "run-1")
+    new_run(store, "run-2")
+    record(
+        store,
+        ev.RunStarted(run_id="run-1", workflow="wf", version="v1", at=T0),
+        ev.RunStarted(run_id="run-2", workflow="wf", version="v1", at=T0),
+        ev.RunFinished(run_id="run-1", status="succeeded", at=T0 + 2),
+    )
+    every = store.events_after(0)
+    assert [(event["run_id"], event["type"]) for event in every] == [
+        ("run-1", "run_started"), ("run-2", "run_started"), ("run-1", "run_finished"),
+    ]  # fmt: skip
+    assert store.last_event_id() == every[-1]["id"]
+    assert store.events_after(every[0]["id"]) == every[1:]
+    assert store.events_after(0, limit=2) == every[:2]
+    assert store.events_after(every[-1]["id"]) == []
+    assert every[0] == store.events("run-1")[0]
 
 
 # -- grants --------------------------------------------------------------------------------------
@@ -594,35 +640,63 @@ def test_node_costs(ledger: Store) -> None:
     assert ledger.node_costs([]) == {}
 
 
-def test_run_totals(ledger: Store) -> None:
-    assert ledger.run_totals(by=None, since=0) == [RunTotals("", 3, 726, 1.125)]
-    assert ledger.run_totals(by=None, since=R2_AT) == [RunTotals("", 2, 396, 0.375)]
-    assert ledger.run_totals(by=None, since=R3_AT + 1) == [RunTotals("", 0, 0, 0.0)]
-    assert ledger.run_totals(by="day", since=0) == [  # the earliest local day first
-        RunTotals("2026-03-01", 1, 330, 0.75),
-        RunTotals("2026-03-02", 1, 55, 0.125),
-        RunTotals("2026-03-03", 1, 341, 0.25),
+def test_the_assistants_calls_are_in_the_ledger_marked_as_theirs(ledger: Store) -> None:
+    runs_before = sorted((run.id, run.tokens, run.cost_usd) for run in ledger.list_runs())
+    ledger.record_assistant_call(assistant_call("s1", (40, 4), 0.0625, R3_AT + 120))
+    ledger.record_assistant_call(assistant_call("s2", (8, 2), 0.0, R3_AT + 180, error=ODD_TEXT))
+    ledger.flush_sync()
+    assert ledger.spend(by="source", since=0) == [
+        CostRow("run", 5, 660, 66, 1.125),
+        CostRow("assistant", 2, 48, 6, 0.0625),
     ]
-    assert ledger.run_totals(by="workflow", since=0) == [
-        RunTotals("alpha", 2, 671, 1.0),
-        RunTotals("beta", 1, 55, 0.125),
+    assert ledger.spend(by="session", since=0) == [
+        CostRow("?", 5, 660, 66, 1.125),
+        CostRow("s1", 1, 40, 4, 0.0625),
+        CostRow("s2", 1, 8, 2, 0.0),
     ]
-    assert ledger.run_totals(by="day", since=R3_AT + 1) == []
-    with pytest.raises(ValueError, match="model"):
-        ledger.run_totals(by="model", since=0)
+    # No run, no workflow: a line of their own wherever workflows or nodes are the groups.
+    assert ledger.spend(by="workflow", since=0) == [*SPEND["workflow"], CostRow(ASSISTANT, 2, 48, 6, 0.0625)]
+    assert ledger.spend(by="node", since=0) == [*SPEND["node"], CostRow(ASSISTANT, 2, 48, 6, 0.0625)]
+    assert ledger.spend(by="day", since=0)[0] == CostRow("2026-03-03", 4, 358, 37, 0.3125)
+    assert ledger.spend(by="model", since=0)[0] == CostRow("openai/gpt", 4, 198, 21, 0.6875)
+    # Spent today counts them (the global daily budget does); no workflow's budget and no run does.
+    assert ledger.spent(since=0) == 1.1875
+    assert ledger.spent(since=0, workflow="alpha") == 1.0
+    assert ledger.spent_by_workflow(since=0) == {"alpha": 1.0, "beta": 0.125, "": 0.0625}
+    assert ledger.node_costs(["r1", "r2", "r3"]) == {"plan": 0.625, "write": 0.5}
+    assert sorted((run.id, run.tokens, run.cost_usd) for run in ledger.list_runs()) == runs_before
 
 
-def test_model_totals(ledger: Store) -> None:
-    assert ledger.model_totals(since=0) == [
-        RunTotals("openai/gpt", 2, 165, 0.625),
-        RunTotals("anthropic/claude", 2, 550, 0.5),
-        RunTotals("local/llama", 1, 11, 0.0),
+def test_daily_spend(ledger: Store) -> None:
+    assert ledger.daily_spend(by="workflow", since=0) == [
+        DailyCost("2026-03-01", "alpha", 2, 300, 30, 0.75),
+        DailyCost("2026-03-02", "beta", 1, 50, 5, 0.125),
+        DailyCost("2026-03-03", "alpha", 2, 310, 31, 0.25),
     ]
-    assert ledger.model_totals(since=R2_AT) == [
-        RunTotals("anthropic/claude", 1, 330, 0.25),
-        RunTotals("openai/gpt", 1, 55, 0.125),
-        RunTotals("local/llama", 1, 11, 0.0),
+    assert ledger.daily_spend(by="model", since=R3_AT) == [
+        DailyCost("2026-03-03", "anthropic/claude", 1, 300, 30, 0.25),
+        DailyCost("2026-03-03", "local/llama", 1, 10, 1, 0.0),
     ]
+    ledger.record_assistant_call(assistant_call("s1", (40, 4), 0.0625, R3_AT + 120))
+    ledger.flush_sync()
+    assert ledger.daily_spend(by="source", since=R3_AT) == [
+        DailyCost("2026-03-03", "assistant", 1, 40, 4, 0.0625),
+        DailyCost("2026-03-03", "run", 2, 310, 31, 0.25),
+    ]
+    assert ledger.daily_spend(by="workflow", since=R3_AT + 3600) == []
+    with pytest.raises(ValueError, match="use one of model"):
+        ledger.daily_spend(by="day", since=0)
+
+
+def test_run_counts_by_status(store: Store) -> None:
+    assert store.run_counts(since=0) == {}
+    new_run(store, "a", status="succeeded", created_at=T0)
+    new_run(store, "b", status="failed", created_at=T0 + 1)
+    new_run(store, "c", status="succeeded", created_at=T0 + 2)
+    new_run(store, "d", created_at=T0 + 3)
+    assert store.run_counts(since=0) == {"succeeded": 2, "failed": 1, "queued": 1}
+    assert store.run_counts(since=T0 + 1) == {"succeeded": 1, "failed": 1, "queued": 1}
+    assert store.run_counts(since=T0 + 4) == {}
 
 
 # -- trace export state --------------------------------------------------------------------------------
@@ -781,6 +855,58 @@ def test_concurrent_postgres_migrations_apply_each_step_once(empty_postgres_url:
     with psycopg.connect(empty_postgres_url) as conn:
         rows = conn.execute("SELECT name FROM _migrations").fetchall()
     assert sorted(name for (name,) in rows) == sorted(POSTGRES_STEPS)
+
+
+OLD_VERSIONS = [("wf", "bbbbbbbbbbbb", 2.0), ("wf", "aaaaaaaaaaaa", 1.0), ("wf", "cccccccccccc", 2.0), ("other", "z", 5.0)]
+NUMBERED = [("other", "z", 1), ("wf", "aaaaaaaaaaaa", 1), ("wf", "bbbbbbbbbbbb", 2), ("wf", "cccccccccccc", 3)]
+
+
+def test_sqlite_numbers_the_versions_saved_before_numbers_existed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = SQLITE_STEPS.index("m007_version_numbers")
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:before])
+    migrations.migrate(conn)
+    conn.executemany(
+        "INSERT INTO workflow_versions (name, version, source, created_at) VALUES (?, ?, 'x', ?)", OLD_VERSIONS
+    )
+    monkeypatch.undo()
+    assert migrations.migrate(conn) == SQLITE_STEPS[before:]
+    # Oldest first; versions saved at the same moment in the order of their ids.
+    assert conn.execute("SELECT name, version, number FROM workflow_versions ORDER BY 1, 3").fetchall() == NUMBERED
+    conn.close()
+
+
+def test_postgres_numbers_the_versions_saved_before_numbers_existed(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentflow.store import postgres
+
+    before = POSTGRES_STEPS.index("m007_version_numbers")
+    monkeypatch.setattr(postgres, "MIGRATIONS", postgres_schema.MIGRATIONS[:before])
+    migrate_postgres(empty_postgres_url)
+    with psycopg.connect(empty_postgres_url, autocommit=True) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO workflow_versions (name, version, source, created_at) VALUES (%s, %s, 'x', %s)", OLD_VERSIONS
+        )
+    monkeypatch.undo()
+    assert migrate_postgres(empty_postgres_url) == POSTGRES_STEPS[before:]
+    with psycopg.connect(empty_postgres_url) as conn:
+        rows = conn.execute("SELECT name, version, number FROM workflow_versions ORDER BY 1, 3").fetchall()
+    assert rows == NUMBERED
+
+
+def test_postgres_numbers_two_processes_saving_one_workflow_in_turn(postgres_url: str) -> None:
+    first, second = PostgresStore(postgres_url, queue=False), PostgresStore(postgres_url, queue=False)
+    try:
+        saved = race(
+            *(lambda index=index: (first, second)[index % 2].save_workflow("wf", f"steps: {index}\n") for index in range(10))
+        )
+        assert sorted(version.number for version in saved) == list(range(1, 11))
+    finally:
+        first.close()
+        second.close()
 
 
 def test_both_databases_name_the_same_steps() -> None:

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.events import ToolCalled
-from agentflow.engine.nodes.base import Outcome, llm_hooks, models_for, sampling
+from agentflow.engine.nodes.base import Outcome, clipped, llm_hooks, models_for, sampling
 from agentflow.engine.nodes.llm import as_text
 from agentflow.spec.expressions import render
 from agentflow.spec.models import AgentNode, object_schema
@@ -23,15 +23,27 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
     async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
         started = time.perf_counter()
         error = None
+        result = None
         try:
             ctx.check_tool(name)
-            return ctx.redact(await ctx.services.tools.get(name).call(arguments, ctx.tool_context(node_id)))
+            result = ctx.redact(await ctx.services.tools.get(name).call(arguments, ctx.tool_context(node_id)))
+            return result
         except Exception as exc:
             error = ctx.redact(str(exc))
             raise
         finally:
             latency = (time.perf_counter() - started) * 1000
-            ctx.emit(ToolCalled(run_id=ctx.run_id, node_id=node_id, tool=name, latency_ms=latency, error=error))
+            ctx.emit(
+                ToolCalled(
+                    run_id=ctx.run_id,
+                    node_id=node_id,
+                    tool=name,
+                    latency_ms=latency,
+                    error=error,
+                    arguments=ctx.redact(clipped(arguments)),
+                    result=clipped(result),
+                )
+            )
 
     instructions = as_text(render(node.instructions, scope))
     task = as_text(render(node.input, scope)) if node.input else "Carry out the instructions."

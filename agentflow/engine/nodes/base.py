@@ -14,6 +14,31 @@ if TYPE_CHECKING:
     from agentflow.llm.client import CallRecord
 
 
+MAX_SHOWN_CHARS = 4000
+"""Each text in a recorded prompt, reply or tool call is cut here: events stay small, the console readable."""
+MAX_SHOWN_MESSAGES = 24
+
+
+def clipped(value: Any) -> Any:
+    """`value` with every string longer than MAX_SHOWN_CHARS truncated (nested in lists and dicts too)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_SHOWN_CHARS else f"{value[:MAX_SHOWN_CHARS]}… [{len(value)} chars]"
+    if isinstance(value, dict):
+        return {key: clipped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clipped(item) for item in value]
+    return value
+
+
+def transcript(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages of a call as recorded: an agent's long history keeps its start and its latest turns."""
+    if len(messages) > MAX_SHOWN_MESSAGES:
+        left_out = len(messages) - MAX_SHOWN_MESSAGES + 2
+        marker = {"role": "note", "content": f"… {left_out} earlier messages not recorded …"}
+        messages = [*messages[:2], marker, *messages[-(MAX_SHOWN_MESSAGES - 2) :]]
+    return list(clipped(messages))
+
+
 class NodeConfigError(Exception):
     """The workflow asks for something this installation cannot do; the message says what to set."""
 
@@ -53,6 +78,8 @@ def llm_hooks(ctx: RunContext, node_id: str) -> dict[str, Any]:
                 cost_usd=record.cost_usd,
                 latency_ms=record.latency_ms,
                 error=record.error,
+                prompt=ctx.redact(transcript(record.messages)),
+                reply=ctx.redact(clipped(record.reply)) if record.reply is not None else None,
                 at=time.time(),
             )
         )

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.events import ToolCalled
-from agentflow.engine.nodes.base import Outcome
+from agentflow.engine.nodes.base import Outcome, clipped
 from agentflow.spec.expressions import render_with_env
 from agentflow.spec.models import ToolNode
 
@@ -21,11 +21,23 @@ async def execute(node: ToolNode, scope: dict[str, Any], ctx: RunContext, node_i
     arguments = render_with_env(node.args, scope, ctx.secret)
     started = time.perf_counter()
     error = None
+    result = None
     try:
-        return Outcome(ctx.redact(await tool.call(arguments, ctx.tool_context(node_id))))
+        result = ctx.redact(await tool.call(arguments, ctx.tool_context(node_id)))
+        return Outcome(result)
     except Exception as exc:
         error = ctx.redact(str(exc))
         raise
     finally:
         latency = (time.perf_counter() - started) * 1000
-        ctx.emit(ToolCalled(run_id=ctx.run_id, node_id=node_id, tool=node.tool, latency_ms=latency, error=error))
+        ctx.emit(
+            ToolCalled(
+                run_id=ctx.run_id,
+                node_id=node_id,
+                tool=node.tool,
+                latency_ms=latency,
+                error=error,
+                arguments=ctx.redact(clipped(arguments)),  # the resolved secrets it was given show as ***
+                result=clipped(result),
+            )
+        )

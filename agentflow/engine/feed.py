@@ -1,0 +1,273 @@
+"""The live feed: committed run events, read once per change and fanned out to every reader.
+
+The Runs tab, `/api/runs/{id}/stream`, `/api/events` and `agentflow logs --follow` all read here. The
+feed is woken by the event bus (this process's events, and other processes' through the store's
+change feed), waits for this process's writes to commit, reads the new rows once — one query per
+wake-up however many readers there are — and offers them to each reader's buffer. It never waits
+for a reader: a reader that falls behind by more than its buffer is marked `lagged` and catches up
+from the store itself (`follow` does), or simply renders the latest state (the UI does). So a slow
+browser skips ahead and never slows a run.
+
+Events are delivered in id order. With several writers (workers on Postgres) ids are taken before
+commit, so a lower id can commit after a higher one: the feed holds events behind such a gap for up
+to `GAP_SECONDS` before giving up on it (an insert rolled back leaves a gap that never fills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from agentflow.engine.events import TERMINAL_STATUSES, EventBus
+from agentflow.engine.executor import until_set
+from agentflow.store.base import Store
+
+log = logging.getLogger("agentflow.feed")
+
+Event = dict[str, Any]
+Match = Callable[[Event], bool]
+
+PAGE = 1000
+GAP_SECONDS = 1.0
+# Without a change feed (SQLite), runs another process executes are noticed this often.
+RECHECK_SECONDS = 2.0
+
+
+class Subscription:
+    """One reader's buffer of matching events; `lagged` once it overflowed (events were dropped here)."""
+
+    def __init__(self, feed: LiveFeed, match: Match | None, limit: int) -> None:
+        self._feed = feed
+        self._match = match
+        self._limit = limit
+        self._events: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self.lagged = False
+        self.closed = False
+
+    def offer(self, event: Event) -> None:
+        if self._match is not None and not self._match(event):
+            return
+        self._events.append(event)
+        if len(self._events) > self._limit:
+            self._events.popleft()
+            self.lagged = True
+        self._ready.set()
+
+    async def next(self, timeout: float | None = None) -> list[Event]:
+        """The events buffered since the last call, waiting for at least one (or `timeout`: then [])."""
+        if not self._events:
+            if timeout is None:
+                await self._ready.wait()
+            else:
+                await until_set(self._ready, timeout)
+        self._ready.clear()
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
+    def take_lag(self) -> bool:
+        """Whether events were dropped since the last call (and reset the flag)."""
+        lagged, self.lagged = self.lagged, False
+        return lagged
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._feed._subscriptions.discard(self)
+
+
+class LiveFeed:
+    def __init__(self, store: Store, bus: EventBus, *, recheck_seconds: float = RECHECK_SECONDS) -> None:
+        self.store = store
+        self.bus = bus
+        self.recheck_seconds = recheck_seconds
+        self._subscriptions: set[Subscription] = set()
+        self._cursor = 0
+        self._held: dict[int, Event] = {}  # read past a gap, waiting for it to fill
+        self._gap_since: float | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unwatch: Callable[[], None] | None = None
+        self._workflows: dict[str, str] = {}
+        self._stale = True  # the cursor is not kept while nobody reads
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unwatch = self.bus.watch(self._on_change)
+        self._task = asyncio.create_task(self._run(), name="agentflow-feed")
+
+    async def stop(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _on_change(self, run_id: str, remote: bool) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if remote:
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
+
+    # -- readers -----------------------------------------------------------------------------
+
+    async def subscribe(self, match: Match | None = None, *, limit: int = 10_000) -> Subscription:
+        """A buffer of the matching events committed from now on (read older ones from the store)."""
+        async with self._lock:  # not between a read and its delivery: no event falls between the two
+            if self._stale:  # nobody was reading: start from what is committed now
+                self._cursor = await asyncio.to_thread(self.store.last_event_id)
+                self._held.clear()
+                self._stale = False
+            subscription = Subscription(self, match, limit)
+            self._subscriptions.add(subscription)
+        return subscription
+
+    @property
+    def cursor(self) -> int:
+        """The id of the last event delivered to readers."""
+        return self._cursor
+
+    def workflow_of(self, event: Event) -> str | None:
+        """The workflow of an event's run (events other than run_started do not carry it)."""
+        run_id = event.get("run_id", "")
+        if "workflow" in event and event.get("type") == "run_started":
+            self._workflows[run_id] = event["workflow"]
+        if run_id not in self._workflows:
+            run = self.store.get_run(run_id)
+            if run is None:
+                return None
+            self._workflows[run_id] = run.workflow
+        return self._workflows[run_id]
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            timeout = GAP_SECONDS / 4 if self._held else self.recheck_seconds
+            await until_set(self._wake, timeout)
+            self._wake.clear()
+            if not self._subscriptions:
+                self._stale = True  # no query per event while nobody reads
+                continue
+            try:
+                await self._read()
+            except Exception:  # a failed read (database restarting) is retried at the next wake-up
+                log.exception("the live feed could not read new events; retrying")
+
+    async def _read(self) -> None:
+        await self.store.flush()  # this process's events are queued before the bus wakes us
+        async with self._lock:
+            while True:
+                after = max([self._cursor, *self._held])
+                rows = await asyncio.to_thread(self.store.events_after, after, limit=PAGE)
+                for row in rows:
+                    self._held[row["id"]] = row
+                self._release()
+                if len(rows) < PAGE:
+                    return
+
+    def _release(self) -> None:
+        """Deliver held events in id order, up to a gap younger than GAP_SECONDS."""
+        while self._held:
+            following = self._cursor + 1
+            if following not in self._held:
+                now = time.monotonic()
+                if self._gap_since is None:
+                    self._gap_since = now
+                if now - self._gap_since < GAP_SECONDS:
+                    return
+                following = min(self._held)  # the gap never filled: move past it
+            self._gap_since = None
+            event = self._held.pop(following)
+            self._cursor = following
+            if event.get("type") == "run_finished":
+                self._workflows.pop(event.get("run_id", ""), None)
+            for subscription in tuple(self._subscriptions):
+                subscription.offer(event)
+
+
+async def follow(
+    feed: LiveFeed,
+    *,
+    after: int = 0,
+    run_id: str | None = None,
+    match: Match | None = None,
+    until_finished: bool = False,
+    idle: float | None = None,
+) -> AsyncIterator[Event | None]:
+    """Stored events after `after`, then live ones, in order, none lost or repeated.
+
+    For one run (`run_id`) with `until_finished`, it ends after the run's `run_finished` event (at
+    once when the run had already finished). A reader that falls behind the feed reads from the
+    store again where it stopped. With `idle`, None comes after that many seconds without an event
+    (a stream sends its keep-alive then).
+    """
+    store = feed.store
+
+    def wanted(event: Event) -> bool:
+        if run_id is not None and event.get("run_id") != run_id:
+            return False
+        return match is None or match(event)
+
+    async def stored(since: int) -> list[Event]:
+        if run_id is not None:
+            return await asyncio.to_thread(store.events, run_id, after=since)
+        found: list[Event] = []
+        while True:
+            page = await asyncio.to_thread(store.events_after, since, limit=PAGE)
+            found.extend(page)
+            if len(page) < PAGE:
+                return found
+            since = page[-1]["id"]
+
+    subscription = await feed.subscribe(wanted)
+    try:
+        last = after
+        finished = False
+        while True:
+            for event in await stored(last):
+                last = event["id"]
+                if wanted(event):
+                    yield event
+                    if until_finished and event.get("type") == "run_finished":
+                        return
+            if finished:
+                return  # a run cancelled before it started ends without a run_finished event
+            if not until_finished or run_id is None:
+                break
+            run = await asyncio.to_thread(store.get_run, run_id)
+            if run is None:
+                return
+            if run.status not in TERMINAL_STATUSES:
+                break
+            finished = True  # read once more: its last events may have committed after the read above
+        while True:
+            batch = await subscription.next(idle)
+            if not batch and not subscription.lagged:
+                yield None
+                continue
+            if subscription.take_lag():
+                batch = [event for event in await stored(last) if wanted(event)]  # the dropped ones are stored
+            for event in batch:
+                if event["id"] <= last:
+                    continue
+                last = event["id"]
+                yield event
+                if until_finished and event.get("type") == "run_finished":
+                    return
+    finally:
+        subscription.close()

@@ -1,0 +1,174 @@
+"""The API's request and response bodies: pydantic models shared by the server (agentflow/web/api.py)
+and the Python SDK (agentflow/client.py), so both sides agree on every field.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentflow.progress import run_summary
+from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.trust.capabilities import Capabilities, summary
+
+if TYPE_CHECKING:
+    from agentflow.trust.grants import Review
+
+MAX_COMMENT_CHARS = 10_000
+
+
+# -- request bodies -----------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SaveWorkflow(_Body):
+    source: str = Field(description="the workflow YAML (apiVersion agentflow/v1)")
+
+
+class StartRun(_Body):
+    workflow: str = Field(description="the workflow's name")
+    version: str | None = Field(default=None, description="a stored version; the latest when omitted")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Decision(_Body):
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    version: str
+    created_at: float
+    path: str | None
+
+    @classmethod
+    def of(cls, stored: WorkflowVersion) -> WorkflowSummary:
+        return cls(name=stored.name, version=stored.version, created_at=stored.created_at, path=stored.path)
+
+
+class CapabilitySet(BaseModel):
+    tools: list[str]
+    egress: list[str]
+    secrets: list[str]
+    text: str = Field(description="one readable line, e.g. 'tool http_request; egress to hooks.slack.com'")
+
+
+class VersionReview(BaseModel):
+    capabilities: CapabilitySet = Field(description="what this version may use: derived from its YAML")
+    needs_review: bool = Field(description="true when it needs more than its workflow's grant: it cannot run yet")
+    missing: CapabilitySet = Field(description="what a person must grant before it runs")
+
+
+class WorkflowDetail(WorkflowSummary):
+    source: str
+    review: VersionReview
+
+    @classmethod
+    def of(cls, stored: WorkflowVersion, review: Review) -> WorkflowDetail:  # type: ignore[override]
+        return cls(**WorkflowSummary.of(stored).model_dump(), source=stored.source, review=version_review(review))
+
+
+class GrantEntry(BaseModel):
+    granted_at: float
+    granted_by: str
+    version: str | None
+    capabilities: CapabilitySet
+    note: str | None
+
+
+class GrantRequest(_Body):
+    version: str | None = Field(default=None, description="the version to grant; the latest when omitted")
+
+
+def capability_set(capabilities: Capabilities) -> CapabilitySet:
+    return CapabilitySet(**summary(capabilities))
+
+
+def version_review(review: Review) -> VersionReview:
+    return VersionReview(
+        capabilities=capability_set(review.wanted),
+        needs_review=review.needs_review,
+        missing=capability_set(review.missing),
+    )
+
+
+class SpecProblem(BaseModel):
+    line: int
+    column: int
+    message: str
+
+
+class SpecProblems(BaseModel):
+    detail: str
+    errors: list[SpecProblem]
+
+
+class NodeRow(BaseModel):
+    id: str
+    type: str
+    status: str
+    attempts: int
+    latency_ms: float
+    tokens: int
+    cost_usd: float
+    error: str | None
+
+
+class PendingApproval(BaseModel):
+    node_id: str
+    message: str
+    requested_at: float
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    trigger: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    error: str | None
+    tokens: int
+    cost_usd: float
+    steps: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    executed_by: str | None = Field(
+        default=None, description="the process that executed the run last: host:pid:id (a worker with Postgres)"
+    )
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunSummary:
+        return cls(**run_summary(run, None))
+
+
+class RunDetail(RunSummary):
+    cancel_requested: bool
+    nodes: list[NodeRow]
+    approval: PendingApproval | None = Field(description="what the run waits for, when waiting_approval")
+
+
+class EventPage(BaseModel):
+    events: list[dict[str, Any]]
+    last_id: int = Field(description="pass as ?after= to get only newer events")
+
+
+class StoredEvent(BaseModel):
+    """One recorded run event, as the SSE streams carry it: the common fields typed, the others kept as sent
+    (`node_id`, `status`, `model`, ... per `type`; see agentflow/engine/events.py)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int = Field(description="increasing across all runs: resume a stream after it (Last-Event-ID, ?after=)")
+    run_id: str
+    type: str = Field(description="run_started, node_started, node_finished, llm_call, tool_call, run_finished, ...")
+    at: float
