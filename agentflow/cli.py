@@ -1,5 +1,7 @@
 """`agentflow`: the command line other tools script against.
 
+Commands work on this machine's data directory, or, with `--server URL` (or AGENTFLOW_SERVER), `run`,
+`runs`, `approve`, `cancel` and `logs` work against a server through the SDK (agentflow/cli_remote.py).
 Exit codes: 0 succeeded, 1 run failed, 2 bad usage or invalid workflow/inputs,
 3 waiting for approval, 4 budget exceeded, 5 cancelled or rejected.
 Heavy modules (langgraph, litellm) are imported only by commands that run.
@@ -11,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -28,36 +30,58 @@ EXIT_CODES = {
     "rejected": 5,
 }
 USAGE_ERROR = 2
+LOGS_RECHECK_SECONDS = 0.5
 
 
 class CLIError(Exception):
     """A user mistake: printed without a traceback, exit code 2."""
 
 
+def _remote_options() -> argparse.ArgumentParser:
+    """`--server` and `--token`, accepted before the command and after the commands that work remotely."""
+    options = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the command is not reset by the subcommand's own default.
+    options.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="work against this AgentFlow server (default $AGENTFLOW_SERVER) instead of this machine's data",
+    )
+    options.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="the server's API token (default $AGENTFLOW_API_TOKEN)",
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
+    remote = _remote_options()
     parser = argparse.ArgumentParser(
         prog="agentflow",
         description="Validate and run AgentFlow workflows (YAML, apiVersion agentflow/v1).",
-        epilog="Data lives in $AGENTFLOW_HOME (default ./data). Docs: docs/workflow-spec.md",
+        epilog="Data lives in $AGENTFLOW_HOME (default ./data), or on the server given by --server. "
+        "Docs: docs/workflow-spec.md",
+        parents=[remote],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check workflow files; errors as file:line:col: message")
     validate.add_argument("files", nargs="+", metavar="FILE")
 
-    run = commands.add_parser("run", help="run a workflow and show its progress")
+    run = commands.add_parser("run", help="run a workflow and show its progress", parents=[remote])
     run.add_argument("file", metavar="FILE")
     run.add_argument("-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
 
     runs = commands.add_parser("runs", help="list runs or show one")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="list|show")
-    runs_list = runs_commands.add_parser("list", help="recent runs")
+    runs_list = runs_commands.add_parser("list", help="recent runs", parents=[remote])
     runs_list.add_argument("--status", action="append", default=[])
     runs_list.add_argument("--workflow")
     runs_list.add_argument("--limit", type=int, default=20)
     runs_list.add_argument("--json", action="store_true")
-    runs_show = runs_commands.add_parser("show", help="one run with its nodes")
+    runs_show = runs_commands.add_parser("show", help="one run with its nodes", parents=[remote])
     runs_show.add_argument("run_id", metavar="RUN_ID")
     runs_show.add_argument("--json", action="store_true")
     runs_show.add_argument("--events", action="store_true", help="include the event log")
@@ -66,14 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--json", action="store_true")
 
-    approve = commands.add_parser("approve", help="decide a run waiting for approval, then continue it")
+    approve = commands.add_parser(
+        "approve", help="decide a run waiting for approval, then continue it", parents=[remote]
+    )
     approve.add_argument("run_id", metavar="RUN_ID")
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", help="a note recorded with the decision")
     approve.add_argument("--json", action="store_true")
 
-    cancel = commands.add_parser("cancel", help="cancel a queued, waiting or running run")
+    cancel = commands.add_parser("cancel", help="cancel a queued, waiting or running run", parents=[remote])
     cancel.add_argument("run_id", metavar="RUN_ID")
+
+    logs = commands.add_parser("logs", help="a run's events, one line each; --follow streams them", parents=[remote])
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events until the run ends")
+    logs.add_argument("--after", type=int, default=0, metavar="EVENT_ID", help="only events after this event id")
+    logs.add_argument("--json", action="store_true", help="one JSON object per event and line")
 
     commands.add_parser("schema", help="print the workflow JSON Schema")
 
@@ -113,9 +145,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that never touch run data: the same with or without a server.
+MACHINE_COMMANDS = frozenset({"validate", "schema", "serve"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        server = _server(args)
+        if server and args.command not in MACHINE_COMMANDS:
+            from agentflow import cli_remote
+
+            if args.command not in cli_remote.COMMANDS:
+                source = "--server" if hasattr(args, "server") else f"AGENTFLOW_SERVER={server}"
+                raise CLIError(
+                    f"`agentflow {args.command}` works on this machine's data only, not against a server "
+                    f"({source}); run it where the server runs, or without {source.split('=')[0]}. "
+                    f"Against a server: {', '.join(sorted(cli_remote.COMMANDS))}"
+                )
+            token = getattr(args, "token", None) or os.environ.get("AGENTFLOW_API_TOKEN") or None
+            return cli_remote.main(args, server, token)
         if args.command == "validate":
             return _validate(args.files)
         if args.command == "serve":
@@ -135,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _server(args: argparse.Namespace) -> str | None:
+    """The server to work against: --server, else AGENTFLOW_SERVER; None (or `--server ''`) for local data."""
+    server: str | None = getattr(args, "server", None)
+    if server is None:
+        server = os.environ.get("AGENTFLOW_SERVER")
+    return (server or "").strip() or None
 
 
 def _validate(files: list[str]) -> int:
@@ -178,6 +235,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _approve(flow, args)
         if args.command == "cancel":
             return _cancel(flow, args)
+        if args.command == "logs":
+            return await _logs(flow, args)
         if args.command == "worker":
             return await _worker(flow, args)
         if args.command == "chat":
@@ -204,7 +263,7 @@ def _trust(flow: AgentFlow, args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
 
 
-def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+def parse_inputs(pairs: list[str]) -> dict[str, Any]:
     from agentflow.engine.inputs import InputError, parse_pairs
 
     try:
@@ -225,7 +284,7 @@ async def _run(flow: AgentFlow, args: argparse.Namespace) -> int:
         granted = flow.grant_version(version, by=person(), note=f"agentflow run {args.file}")
         if granted is not None:
             print(f"granted by {granted.granted_by}: {flow.review(version).wanted.describe()}", file=sys.stderr)
-        run = flow.submit(version, _parse_inputs(args.input))
+        run = flow.submit(version, parse_inputs(args.input))
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)
         return USAGE_ERROR
@@ -294,7 +353,7 @@ def _runs(flow: AgentFlow, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([run_summary(run, None) for run in runs], default=str))
         else:
-            print(render_run_list(runs))
+            print(render_run_list([run_summary(run, None) for run in runs]))
         return 0
     run_id = _find(flow, args.run_id)
     run = flow.store.get_run(run_id)
@@ -360,6 +419,37 @@ def _cancel(flow: AgentFlow, args: argparse.Namespace) -> int:
     else:
         print(f"cancelled run {run_id}")
     return 0
+
+
+async def _logs(flow: AgentFlow, args: argparse.Namespace) -> int:
+    show = print_event(as_json=args.json)
+    run_id = _find(flow, args.run_id)
+    if not args.follow:
+        for event in flow.store.events(run_id, after=args.after):
+            show(event)
+        return 0
+    from agentflow.engine.feed import LiveFeed, follow
+
+    # Runs execute in other processes (a server, workers): with SQLite, their events are noticed this often.
+    feed = LiveFeed(flow.store, flow.bus, recheck_seconds=LOGS_RECHECK_SECONDS)
+    await feed.start()
+    try:
+        async for followed in follow(feed, after=args.after, run_id=run_id, until_finished=True):
+            if followed is not None:
+                show(followed)
+    finally:
+        await feed.stop()
+    return 0
+
+
+def print_event(*, as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """How `agentflow logs` prints one event: a readable line, or one JSON object a line."""
+    from agentflow.progress import event_line
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event, ensure_ascii=False, default=str) if as_json else event_line(event), flush=True)
+
+    return show
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def person() -> str:
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     grant = commands.add_parser("grant", help="grant a workflow version what it needs (tools, egress, secrets)")
     grant.add_argument("workflow", metavar="WORKFLOW", help="the workflow's name (metadata.name)")
-    grant.add_argument("--version", help="a stored version (or a prefix of it); the latest when omitted")
+    grant.add_argument("--version", help="a version: v2, or its id (or a prefix of it); the current one when omitted")
     grant.add_argument("--yes", action="store_true", help="grant without asking (for scripts)")
     grant.add_argument("--revoke", action="store_true", help="withdraw everything granted to the workflow")
     grant.add_argument("--json", action="store_true")
@@ -43,21 +43,21 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _version(flow: AgentFlow, name: str, version: str | None) -> WorkflowVersion:
-    versions = flow.store.list_versions(name)
-    if not versions:
+    from agentflow import versions
+
+    if not flow.store.list_versions(name):
         raise GrantUsageError(f"no workflow named '{name}'; save one with `agentflow run FILE` or in the app")
-    if version is None:
-        latest = flow.store.get_workflow(name)
-        assert latest is not None
-        return latest
-    matches = [stored for stored in versions if stored.version.startswith(version)]
-    if len(matches) != 1:
-        listed = ", ".join(stored.version for stored in versions[:8])
-        raise GrantUsageError(
-            f"workflow '{name}' has {'no' if not matches else 'several'} version '{version}'; "
-            f"its versions, newest first: {listed}"
-        )
-    return matches[0]
+    try:
+        return versions.resolve(flow.store, name, version)
+    except versions.UnknownVersionError as exc:
+        raise GrantUsageError(str(exc)) from None
+
+
+def _named(stored: WorkflowVersion) -> str:
+    """`'notify' v2 (id 3f2a1b2c3d4e)`: the number people use, and the id that never changes."""
+    from agentflow import versions
+
+    return f"{versions.title(stored)} (id {stored.version})"
 
 
 def grant(flow: AgentFlow, args: argparse.Namespace) -> int:
@@ -76,15 +76,22 @@ def grant(flow: AgentFlow, args: argparse.Namespace) -> int:
     missing = review.missing
     if not missing:
         if args.json:
-            print(json.dumps({"workflow": stored.name, "version": stored.version, "granted": False, "missing": []}))
-        else:
             print(
-                f"nothing to grant: '{stored.name}' version {stored.version} needs only what is granted "
-                f"({review.wanted.describe()})"
+                json.dumps(
+                    {
+                        "workflow": stored.name,
+                        "version": stored.version,
+                        "number": stored.number,
+                        "granted": False,
+                        "missing": [],
+                    }
+                )
             )
+        else:
+            print(f"nothing to grant: {_named(stored)} needs only what is granted ({review.wanted.describe()})")
         return 0
     if not args.json:
-        print(f"'{stored.name}' version {stored.version} needs, beyond its grant:")
+        print(f"{_named(stored)} needs, beyond its grant:")
         for line in missing.lines():
             print(f"  + {line}")
     if not args.yes:
@@ -101,6 +108,7 @@ def grant(flow: AgentFlow, args: argparse.Namespace) -> int:
                 {
                     "workflow": stored.name,
                     "version": stored.version,
+                    "number": stored.number,
                     "granted": record is not None,
                     "missing": missing.lines(),
                     "granted_by": who,
@@ -108,7 +116,7 @@ def grant(flow: AgentFlow, args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"granted by {who}; '{stored.name}' version {stored.version} can run")
+        print(f"granted by {who}; {_named(stored)} can run")
     return 0
 
 
@@ -138,7 +146,8 @@ def grants(flow: AgentFlow, args: argparse.Namespace) -> int:
     for record in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.granted_at))
         what = Capabilities.from_dict(record.capabilities).describe()
-        version = f" (version {record.version})" if record.version else ""
+        stored = flow.store.get_workflow(args.workflow, record.version) if record.version else None
+        version = f" ({_named(stored)})" if stored is not None else f" (id {record.version})" if record.version else ""
         print(f"{when}  {record.granted_by}{version}: {what}" + (f"  [{record.note}]" if record.note else ""))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from agentflow.engine import events as ev
 from agentflow.store.base import ApprovalRecord, NodeRunRecord, RunRecord
@@ -20,39 +20,46 @@ class ProgressPrinter:
         self.enabled = enabled
 
     def __call__(self, event: ev.RunEvent) -> None:
-        if not self.enabled:
-            return
-        line = self._line(event)
+        if self.enabled:
+            self.show(event.to_dict())
+
+    def show(self, event: dict[str, Any]) -> None:
+        """Print the progress line of an event as stored or streamed (a dict), if it has one."""
+        line = progress_line(event)
         if line:
             print(line, file=self.stream, flush=True)
 
-    def _line(self, event: ev.RunEvent) -> str | None:
-        if isinstance(event, ev.RunStarted):
-            verb = "resuming" if event.resumed else "running"
-            return f"{verb} {event.workflow} ({event.version}) as run {event.run_id}"
-        if (
-            isinstance(event, ev.NodeStarted)
-            and event.item_index is None
-            and event.node_type in ("llm", "agent", "tool")
-        ):
-            return f"  … {event.node_id}" + (f" (attempt {event.attempt})" if event.attempt > 1 else "")
-        if isinstance(event, ev.NodeFinished):
-            where = event.node_id + (f"[{event.item_index}]" if event.item_index is not None else "")
-            if event.iteration:
-                where += f" (loop {event.iteration + 1})"
-            detail = ""
-            if event.status == "succeeded":
-                detail = f" {event.latency_ms:.0f} ms"
-                if event.tokens:
-                    detail += f", {event.tokens} tokens, ${event.cost_usd:.6f}"
-            elif event.status == "failed":
-                detail = f" attempt {event.attempt}: {event.error}"
-            return f"  {_MARKS.get(event.status, '?')} {where}{detail}"
-        if isinstance(event, ev.ApprovalRequested):
-            return f"  ⏸ {event.node_id} waits for approval"
-        if isinstance(event, ev.BudgetExceeded):
-            return f"  ✗ budget: {event.limit} limit {event.allowed:g} reached"
-        return None
+
+def progress_line(event: dict[str, Any]) -> str | None:
+    """The live progress of `agentflow run`: runs starting, slow nodes starting, every node finishing."""
+    kind = event.get("type")
+    if kind == "run_started":
+        verb = "resuming" if event.get("resumed") else "running"
+        return f"{verb} {event.get('workflow')} ({event.get('version')}) as run {event.get('run_id')}"
+    attempt = event.get("attempt") or 1
+    slow = event.get("node_type") in ("llm", "agent", "tool")
+    if kind == "node_started" and event.get("item_index") is None and slow:
+        return f"  … {event.get('node_id')}" + (f" (attempt {attempt})" if attempt > 1 else "")
+    if kind == "node_finished":
+        where = str(event.get("node_id"))
+        if event.get("item_index") is not None:
+            where += f"[{event['item_index']}]"
+        if event.get("iteration"):
+            where += f" (loop {event['iteration'] + 1})"
+        status = event.get("status")
+        detail = ""
+        if status == "succeeded":
+            detail = f" {event.get('latency_ms') or 0.0:.0f} ms"
+            if event.get("tokens"):
+                detail += f", {event['tokens']} tokens, ${event.get('cost_usd') or 0.0:.6f}"
+        elif status == "failed":
+            detail = f" attempt {attempt}: {event.get('error')}"
+        return f"  {_MARKS.get(str(status), '?')} {where}{detail}"
+    if kind == "approval_requested":
+        return f"  ⏸ {event.get('node_id')} waits for approval"
+    if kind == "budget_exceeded":
+        return f"  ✗ budget: {event.get('limit')} limit {event.get('allowed') or 0:g} reached"
+    return None
 
 
 def run_summary(run: RunRecord, node_runs: list[NodeRunRecord] | None) -> dict[str, Any]:
@@ -117,7 +124,16 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
 
 
-def render_run(summary: dict[str, Any], approval: ApprovalRecord | None) -> str:
+class Approval(Protocol):
+    """A pending approval as the store (ApprovalRecord) or the API (PendingApproval) gives it."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+def render_run(summary: dict[str, Any], approval: Approval | None) -> str:
     lines = [
         f"run {summary['run_id']}  {summary['workflow']} ({summary['version']})",
         f"status: {summary['status']}",
@@ -153,6 +169,7 @@ _EVENT_NOT_EXTRA = frozenset(
     {"id", "type", "run_id", "at", "node_id", "node_type", "attempt", "iteration", "item_index", "started_at"}
     | {"workflow", "version", "resumed", "status", "approved", "limit", "allowed", "used", "error", "input_tokens"}
     | {"output_tokens", "tokens", "cost_usd", "tool", "model", "latency_ms", "message", "comment", "output", "outputs"}
+    | {"prompt", "reply", "arguments", "result"}  # the run console shows these in full
 )
 
 
@@ -213,28 +230,32 @@ def _event_details(event: dict[str, Any]) -> list[str]:
     return parts
 
 
+def event_line(event: dict[str, Any]) -> str:
+    """One event as a line: time, type, node, and what happened (`runs show --events`, `agentflow logs`)."""
+    at = event.get("at")
+    when = datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
+    where = _event_where(event)
+    details = ", ".join(_event_details(event))
+    return f"{when}  {event.get('type', '?'):<18}  {where:<24}  {details}".rstrip()
+
+
 def render_events(events: list[dict[str, Any]]) -> str:
     """A run's event log, one line per event: time, type, node, and what happened."""
     if not events:
         return "events: none recorded"
-    lines = ["events:"]
-    for event in events:
-        at = event.get("at")
-        when = datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
-        where = _event_where(event)
-        details = ", ".join(_event_details(event))
-        lines.append(f"  {when}  {event.get('type', '?'):<18}  {where:<24}  {details}".rstrip())
-    return "\n".join(lines)
+    return "\n".join(["events:", *(f"  {event_line(event)}" for event in events)])
 
 
-def render_run_list(runs: list[RunRecord]) -> str:
+def render_run_list(runs: list[dict[str, Any]]) -> str:
+    """Runs as a table, from their `run_summary` (or the API's RunSummary) dicts."""
     if not runs:
         return "no runs yet; start one with: agentflow run examples/hello.yaml"
     header = f"{'run':<14}{'workflow':<24}{'status':<18}{'started':<21}{'tokens':>8}{'cost':>12}"
     lines = [header]
     for run in runs:
+        started = _when(run.get("started_at") or run.get("created_at"))
         lines.append(
-            f"{run.id[:12]:<14}{run.workflow[:22]:<24}{run.status:<18}{_when(run.started_at or run.created_at):<21}"
-            f"{run.tokens:>8}{'$' + format(run.cost_usd, '.6f'):>12}"
+            f"{run['run_id'][:12]:<14}{run['workflow'][:22]:<24}{run['status']:<18}{started:<21}"
+            f"{run['tokens']:>8}{'$' + format(run['cost_usd'], '.6f'):>12}"
         )
     return "\n".join(lines)

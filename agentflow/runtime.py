@@ -122,6 +122,8 @@ class AgentFlow:
         a person (`grant_version`), who may be the author saving their own file.
         """
         workflow = self.load(source, path or "<workflow>")
+        # Text ends with a line break, as the chat keeps it: the same YAML is the same version from anywhere.
+        source = source if source.endswith("\n") else source + "\n"
         return self.store.save_workflow(workflow.name, source, path=path)
 
     def review(self, stored: WorkflowVersion) -> Review:

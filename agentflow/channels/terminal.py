@@ -17,7 +17,7 @@ def render(reply: Reply, *, previous_version: int | None) -> str:
     """The reply for a terminal: text, then what changed in the workflow."""
     parts = [reply.text]
     if reply.version is not None and reply.version != previous_version and reply.diff:
-        parts.append(f"── workflow v{reply.version} (valid) ── diff:\n{reply.diff.rstrip()}")
+        parts.append(f"── draft {reply.version} (valid) ── diff:\n{reply.diff.rstrip()}")
     if reply.valid is False and reply.errors:
         parts.append("── not valid:\n" + "\n".join(f"  {error}" for error in reply.errors))
     if reply.actions:

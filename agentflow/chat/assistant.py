@@ -18,6 +18,7 @@ from agentflow.chat.prompts import example_source, load_prompt
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError
+from agentflow.observability.costs import assistant_hooks
 from agentflow.trust.grants import NeedsGrantError
 
 if TYPE_CHECKING:
@@ -120,11 +121,14 @@ class Assistant:
             *history,
             {"role": "user", "content": text},
         ]
-        llm = self.engine.flow.engine.services.llm
+        services = self.engine.flow.engine.services
+        llm = services.llm
+        # Its calls are in the cost ledger as the assistant's, and stop with the global daily budget.
+        hooks = assistant_hooks(self.engine.flow.store, services.ledger, workspace.session_id)
         tools: list[dict[str, Any]] | None = tool_specs()
         for _ in range(MAX_TURNS):
             try:
-                result = await llm.complete(models=[model], messages=messages, tools=tools)
+                result = await llm.complete(models=[model], messages=messages, tools=tools, **hooks)
             except Exception as exc:
                 if tools is not None and "tool" in str(exc).lower():
                     # This model cannot call tools: ask for a fenced YAML block instead.
@@ -169,7 +173,7 @@ class Assistant:
             number = (
                 proposal.version.number if proposal.version else (workspace.current.number if workspace.current else 0)
             )
-            return f"accepted: valid, now version {number}"
+            return f"accepted: valid, now draft {number}"
         turn.errors = plain_errors(proposal.errors)
         if turn.repaired >= MAX_REPAIRS:
             turn.gave_up = True

@@ -1,18 +1,26 @@
-"""Slash commands: everything that works with no model at all."""
+"""Slash commands: everything that works with no model at all.
+
+Their words follow docs/versions.md: the conversation's edits are *drafts* (draft 3), a workflow's
+stored versions are *versions* (greeter v2).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agentflow import versions
 from agentflow.chat.history import unified_diff
 from agentflow.chat.prompts import example_names, example_source, example_summary
 from agentflow.chat.workspace import PatchError, Turn, Workspace, plain_errors
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.inputs import InputError, parse_pairs
 from agentflow.progress import run_summary
+from agentflow.store.base import WorkflowVersion
 from agentflow.trust.grants import NeedsGrantError
 
 if TYPE_CHECKING:
@@ -62,8 +70,9 @@ async def run_command(engine: ConversationEngine, workspace: Workspace, text: st
         return await COMMANDS[name][2](engine, workspace, args, turn)
     except NeedsGrantError as exc:
         lines = "\n".join(f"- {line}" for line in exc.review.missing.lines())
+        what = version_title(engine, exc.review.workflow, exc.review.version)
         return (
-            f"Not run: this version needs your grant first. It would be able to use:\n{lines}\n"
+            f"Not run: {what} needs your grant first. It would be able to use:\n{lines}\n"
             "Type /grant (or click Grant) to allow it."
         )
     except (PatchError, InputError, LookupError, ValueError, BudgetExceededError) as exc:
@@ -74,13 +83,19 @@ def _parse_inputs(args: list[str]) -> dict[str, Any]:
     return dict(parse_pairs(args, example="/run ticket='printer on fire'"))
 
 
+def version_title(engine: ConversationEngine, workflow: str, version: str | None) -> str:
+    """`greeter v2`, or the workflow's name alone for a version that is not stored."""
+    stored = engine.flow.store.get_workflow(workflow, version) if version else None
+    return versions.title(stored) if stored is not None else f"'{workflow}'"
+
+
 def describe_run(engine: ConversationEngine, run_id: str) -> str:
     store = engine.flow.store
     run = store.get_run(run_id)
     if run is None:
         return f"No run {run_id}."
     summary = run_summary(run, store.node_runs(run_id))
-    lines = [f"Run {run.id[:12]} of {run.workflow}: **{run.status}**"]
+    lines = [f"Run {run.id[:12]} of {version_title(engine, run.workflow, run.version)}: **{run.status}**"]
     if run.error:
         lines.append(f"Error: {run.error}")
     if run.outputs is not None:
@@ -156,7 +171,9 @@ async def _show(engine: ConversationEngine, workspace: Workspace, args: list[str
     current = workspace.current
     if current is None:
         return "No workflow yet. Describe one, or start with /new or /new EXAMPLE."
-    return f"Version {current.number}:\n```yaml\n{current.source}```"
+    stored = workspace.stored()
+    saved = f" (saved as {versions.title(stored)})" if stored is not None else " (not saved as a version yet)"
+    return f"Draft {current.number}{saved}:\n```yaml\n{current.source}```"
 
 
 @command("validate", "/validate", "validate the current workflow")
@@ -222,7 +239,7 @@ async def _reject(engine: ConversationEngine, workspace: Workspace, args: list[s
     return await _decide(engine, args, turn, approved=False)
 
 
-@command("grant", "/grant", "allow the current version what it needs beyond its grant (tools, hosts, secrets)")
+@command("grant", "/grant", "allow the current draft what it needs beyond its grant (tools, hosts, secrets)")
 async def _grant(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     review = workspace.review()
     if review is None:
@@ -231,36 +248,50 @@ async def _grant(engine: ConversationEngine, workspace: Workspace, args: list[st
         return f"Nothing to grant: '{review.workflow}' uses only what is granted ({review.wanted.describe()})."
     lines = "\n".join(f"- {line}" for line in review.missing.lines())
     workspace.grant(by=turn.person)
-    return f"Granted by {turn.person}; '{review.workflow}' may now use:\n{lines}\n/run runs it."
+    stored = workspace.stored()  # granting saved the draft as a version: the grant names it
+    what = versions.title(stored) if stored is not None else f"'{review.workflow}'"
+    return f"Granted by {turn.person}; {what} may now use:\n{lines}\n/run runs it."
 
 
-@command("undo", "/undo", "go back to the previous version")
+@command("undo", "/undo", "go back to the previous draft")
 async def _undo(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     if not engine.history.can_undo(workspace.session_id):
         return "Nothing to undo."
-    version = engine.history.undo(workspace.session_id)
-    return f"Back to version {version.number}." if version else "Back to an empty workflow."
+    draft = engine.history.undo(workspace.session_id)
+    return f"Back to draft {draft.number}." if draft else "Back to an empty workflow."
 
 
 @command("redo", "/redo", "redo the last undone edit")
 async def _redo(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
-    version = engine.history.redo(workspace.session_id)
-    return f"Redone: version {version.number}." if version else "Nothing to redo."
+    draft = engine.history.redo(workspace.session_id)
+    return f"Redone: draft {draft.number}." if draft else "Nothing to redo."
 
 
-@command("diff", "/diff [A B]", "the last edit, or the changes from version A to B")
+_DRAFT = re.compile(r"(?:d|draft)?(\d{1,6})", re.IGNORECASE)
+
+
+def _side(engine: ConversationEngine, workspace: Workspace, ref: str) -> tuple[str, str]:
+    """A /diff argument as (label, YAML): `3` is draft 3 of this conversation, `v2` a saved version."""
+    number = _DRAFT.fullmatch(ref)
+    if number is not None:
+        draft = engine.history.version(workspace.session_id, int(number.group(1)))
+        if draft is None:
+            raise LookupError(f"this conversation has no draft {number.group(1)}; /history lists its drafts")
+        return f"draft {draft.number}", draft.source
+    name = workflow_name(workspace)
+    if name is None:
+        raise LookupError(f"'{ref}' names a saved version, but there is no workflow yet; /save NAME saves one")
+    stored = versions.resolve(engine.flow.store, name, ref)
+    return versions.title(stored), stored.source
+
+
+@command("diff", "/diff [A B]", "the last edit, or from A to B: drafts (1 3) or saved versions (v1 v2)")
 async def _diff(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
-    history = engine.history
     if len(args) == 2:
-        numbers = [int(arg.lstrip("v")) for arg in args]
-        versions = [history.version(workspace.session_id, number) for number in numbers]
-        if None in versions:
-            raise LookupError(f"no such version; /history lists them (asked for {args[0]} and {args[1]})")
-        before, after = versions
-        assert before is not None and after is not None
-        diff = unified_diff(
-            before.source, after.source, before_label=f"v{before.number}", after_label=f"v{after.number}"
-        )
+        (before_label, before), (after_label, after) = (_side(engine, workspace, arg) for arg in args)
+        diff = unified_diff(before, after, before_label=before_label, after_label=after_label)
+    elif args:
+        raise LookupError("give two drafts or versions, e.g. /diff 1 3 or /diff v1 v2; /diff alone shows the last edit")
     else:
         current = workspace.current
         if current is None:
@@ -269,44 +300,88 @@ async def _diff(engine: ConversationEngine, workspace: Workspace, args: list[str
     return f"```diff\n{diff}```" if diff else "No differences."
 
 
-@command("history", "/history", "the versions of this workflow")
+@command("history", "/history", "the drafts of this conversation")
 async def _history(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
-    versions = engine.history.versions(workspace.session_id)
-    if not versions:
-        return "No versions yet."
+    drafts = engine.history.versions(workspace.session_id)
+    if not drafts:
+        return "No drafts yet."
     current = workspace.current
-    lines = ["Versions (/diff A B compares two; /undo and /redo move between them):"]
-    for version in versions:
-        marker = " ← current" if current and version.number == current.number else ""
-        lines.append(f"- v{version.number} by {version.author}: {version.note or '(edit)'}{marker}")
+    stored = workspace.stored()
+    saved = f" (saved as {versions.title(stored)})" if stored is not None else ""
+    lines = [
+        "Drafts of this conversation (/diff 1 3 compares two; /undo and /redo move between them; "
+        "/versions lists the saved versions):"
+    ]
+    for draft in drafts:
+        marker = f" ← current{saved}" if current and draft.number == current.number else ""
+        lines.append(f"- draft {draft.number} by {draft.author}: {draft.note or '(edit)'}{marker}")
     return "\n".join(lines)
 
 
-@command("save", "/save NAME", "save the workflow under a name")
+def workflow_name(workspace: Workspace) -> str | None:
+    current = workspace.current
+    workflow = workspace.validate(current.source).workflow if current is not None else None
+    return workflow.name if workflow is not None else None
+
+
+@command("versions", "/versions [NAME]", "the saved versions of this workflow, or of NAME")
+async def _versions(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
+    name = args[0] if args else workflow_name(workspace)
+    if name is None:
+        return "No workflow yet; /open lists the saved ones."
+    store = engine.flow.store
+    saved = store.list_versions(name)
+    if not saved:
+        raise versions.UnknownVersionError(versions.missing(store, name))
+    current, draft = store.get_workflow(name), workspace.stored()
+    lines = [f"Saved versions of '{name}', newest first (/diff v1 v2 compares two; /open {name} v1 opens one):"]
+    for stored in saved:
+        marks = [mark for mark, same in (("current", current), ("this draft", draft)) if same == stored]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(stored.created_at))
+        lines.append(
+            f"- {versions.label(stored)} `{stored.version}` {when}" + (f" ← {', '.join(marks)}" if marks else "")
+        )
+    return "\n".join(lines)
+
+
+@command("save", "/save NAME", "save this draft as the next version of workflow NAME")
 async def _save(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     if not args:
         raise LookupError("give a name: /save NAME (lowercase letters, digits and dashes)")
     if workspace.current is None:
         return "No workflow to save yet."
-    source = workspace.patched([{"op": "set", "path": "metadata.name", "value": args[0]}])
-    proposal = workspace.propose(source, author="command", note=f"/save {args[0]}", turn=turn)
+    proposal = workspace.propose(workspace.renamed(args[0]), author="command", note=f"/save {args[0]}", turn=turn)
     if not proposal.ok:
         turn.errors = plain_errors(proposal.errors)
         return "Cannot save under that name: " + "; ".join(turn.errors)
-    workflow = workspace.save()
-    return f"Saved as '{workflow.name}'. Open it later with /open {workflow.name}."
+    existing, previous = workspace.stored(), engine.flow.store.get_workflow(args[0])
+    stored = workspace.save()
+    what = f"{versions.title(stored)} (`{stored.version}`)"
+    if existing is None:
+        return f"Saved as {what}. /versions lists its versions; the Workflows tab compares them."
+    if previous == existing:
+        return f"Already saved: this draft is {what}."
+    return f"This draft is {what}, saved before; it is the current version again."
 
 
-@command("open", "/open NAME", "open a saved workflow")
+def open_stored(workspace: Workspace, stored: WorkflowVersion, turn: Turn, *, note: str) -> str:
+    """Make a stored version the conversation's current draft; the answer says which draft it became."""
+    proposal = workspace.propose(stored.source, author="command", note=note, turn=turn)
+    if not proposal.ok:
+        turn.errors = plain_errors(proposal.errors)
+        return f"{versions.title(stored)} is no longer valid here:\n" + "\n".join(f"- {e}" for e in turn.errors)
+    current = workspace.current
+    draft = f"draft {current.number}" if current is not None else "the current draft"
+    return f"Opened {versions.title(stored)} as {draft}. Describe changes, edit the YAML, or press Run."
+
+
+@command("open", "/open [NAME [VERSION]]", "open a saved workflow (its current version, or e.g. v1)")
 async def _open(engine: ConversationEngine, workspace: Workspace, args: list[str], turn: Turn) -> str:
     if not args:
         names = [workflow.name for workflow in engine.flow.store.list_workflows()]
         return "Saved workflows: " + (", ".join(names) if names else "none yet (/save NAME)")
-    stored = engine.flow.store.get_workflow(args[0])
-    if stored is None:
-        raise LookupError(f"no saved workflow '{args[0]}'; /open lists them")
-    workspace.propose(stored.source, author="command", note=f"/open {args[0]}", turn=turn)
-    return f"Opened '{args[0]}' ({stored.version})."
+    stored = versions.resolve(engine.flow.store, args[0], args[1] if len(args) > 1 else None)
+    return open_stored(workspace, stored, turn, note=f"/open {' '.join(args)}")
 
 
 @command("model", "/model [NAME]", "show or set the assistant's model (a LiteLLM name)")

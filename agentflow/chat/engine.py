@@ -19,6 +19,7 @@ from agentflow.chat.commands import run_command
 from agentflow.chat.history import ChatHistory
 from agentflow.chat.workspace import SETTLED, Turn, Workspace, plain_errors
 from agentflow.runtime import AgentFlow
+from agentflow.versions import VersionRef
 
 
 @dataclass(slots=True)
@@ -29,12 +30,17 @@ class Reply:
     errors: list[str] = field(default_factory=list)
     diff: str | None = None
     version: int | None = None
+    """The current draft's number: the same as `draft`, kept for older clients (docs/versions.md)."""
     run_ids: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     review: list[str] = field(default_factory=list)
     """What the current version needs beyond its workflow's grant: a person's Grant runs it."""
     repaired: int = 0
     elapsed_ms: float = 0.0
+    draft: int | None = None
+    """The conversation's current draft (draft 3): its edits are drafts until saved or run."""
+    saved: VersionRef | None = None
+    """The stored version whose text the current draft is ('greeter' v2), once saved or run."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,14 +156,18 @@ class ConversationEngine:
             version=current.number if current else None,
             run_ids=list(dict.fromkeys(turn.run_ids)),
             repaired=turn.repaired,
+            draft=current.number if current else None,
         )
-        review = Workspace(self.flow, self.history, session_id).review() if current else None
+        workspace = Workspace(self.flow, self.history, session_id)
+        stored = workspace.stored() if current else None
+        reply.saved = VersionRef.of(stored) if stored is not None else None
+        review = workspace.review() if current else None
         reply.review = review.missing.lines() if review is not None else []
         reply.actions = self._actions(reply)
         return reply
 
     def apply_edit(self, session_id: str, source: str, *, person: str | None = None) -> Reply:
-        """A person's hand edit from an editor: a new version when valid, errors with lines when not.
+        """A person's hand edit from an editor: a new draft when valid, errors with lines when not.
 
         What the edit itself adds (a tool, a host, a secret) is granted by that person.
         """
@@ -169,7 +179,7 @@ class ConversationEngine:
             reply = self.snapshot(session_id, turn=turn, text="Not saved: the edit is not valid.")
             reply.valid = False
             return reply
-        text = f"Saved as version {turn.versions[-1].number}." if turn.versions else "No changes."
+        text = f"Applied as draft {turn.versions[-1].number}." if turn.versions else "No changes."
         return self.snapshot(session_id, turn=turn, text=text)
 
     def check(self, source: str) -> list[str]:

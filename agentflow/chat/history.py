@@ -1,8 +1,9 @@
-"""Chat sessions, their messages and the versions of their workflow, in the store.
+"""Chat sessions, their messages and the drafts of their workflow, in the store.
 
-Only valid workflows become versions. Versions form a tree by `parent`: undo
-moves to the parent, redo to the newest child, and a new edit after an undo
-starts a new branch without deleting anything.
+Only valid workflows become drafts (numbered per session; a saved or run draft is
+also a stored version of its workflow: docs/versions.md). Drafts form a tree by
+`parent`: undo moves to the parent, redo to the newest child, and a new edit after
+an undo starts a new branch without deleting anything.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ChatHistory:
     def messages(self, session_id: str, *, limit: int = 200) -> list[Message]:
         return self.store.messages(session_id, limit=limit)
 
-    # -- workflow versions ----------------------------------------------------------
+    # -- drafts (ConfigVersion rows) --------------------------------------------------
 
     def current(self, session_id: str) -> ConfigVersion | None:
         session = self.get_session(session_id)
@@ -70,7 +71,7 @@ class ChatHistory:
         return self.store.config_versions(session_id)
 
     def add_version(self, session_id: str, source: str, *, author: str, note: str = "") -> ConfigVersion | None:
-        """Make `source` (already validated) the current version; None when nothing changed."""
+        """Make `source` (already validated) the current draft; None when nothing changed."""
         current = self.current(session_id)
         before = current.source if current else ""
         if current is not None and current.source == source:
@@ -88,7 +89,7 @@ class ChatHistory:
         return self.version(session_id, number)
 
     def undo(self, session_id: str) -> ConfigVersion | None:
-        """Step back to the parent version; None when there is nothing to undo."""
+        """Step back to the parent draft; None when there is nothing to undo."""
         current = self.current(session_id)
         if current is None:
             return None

@@ -1,9 +1,15 @@
-"""A session's workflow: propose (validated) edits, patch by path, save, run."""
+"""A session's workflow: propose (validated) edits, patch by path, save, run.
+
+The session's accepted edits are its *drafts*; saving (or running, or granting) stores the current
+draft as a version of its workflow, numbered v1, v2, … per workflow (agentflow/versions.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +20,7 @@ from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.runtime import AgentFlow
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.models import Workflow
-from agentflow.store.base import GrantRecord, RunRecord
+from agentflow.store.base import GrantRecord, RunRecord, WorkflowVersion
 from agentflow.store.sqlite import content_hash
 from agentflow.trust.grants import Review
 
@@ -80,10 +86,10 @@ class Workspace:
         turn: Turn | None = None,
         granted_by: str | None = None,
     ) -> Proposal:
-        """Validate `source`; only a valid workflow becomes the session's new version.
+        """Validate `source`; only a valid workflow becomes the session's new draft.
 
         `granted_by`: a person wrote this edit themselves, so what the edit adds is granted by them
-        (never what an earlier, unreviewed version of the assistant had already added).
+        (never what an earlier, unreviewed draft of the assistant had already added).
         """
         source = source if source.endswith("\n") else source + "\n"
         before = self.current
@@ -99,7 +105,7 @@ class Workspace:
         return proposal
 
     def review(self) -> Review | None:
-        """The current version's capabilities against its workflow's grant (None without a valid one)."""
+        """The current draft's capabilities against its workflow's grant (None without a valid one)."""
         current = self.current
         workflow = self.validate(current.source).workflow if current is not None else None
         if workflow is None or current is None:
@@ -107,12 +113,27 @@ class Workspace:
         return self.flow.grants.review(workflow, content_hash(current.source))
 
     def grant(self, *, by: str) -> GrantRecord | None:
-        """A person grants what the current version needs; it is stored, so the grant names a real version."""
+        """A person grants what the current draft needs; it is stored, so the grant names a real version."""
         current = self.current
         if current is None:
             raise PatchError("there is no workflow to grant yet")
         stored = self.flow.save_workflow(current.source)
         return self.flow.grant_version(stored, by=by, note="granted in the chat")
+
+    def renamed(self, name: str) -> str:
+        """The current YAML with `metadata.name` set in the text itself: the rest stays as written."""
+        current = self.current
+        if current is None:
+            raise PatchError("there is no workflow yet to name; write one first")
+        return set_scalar(current.source, ("metadata", "name"), name)
+
+    def stored(self) -> WorkflowVersion | None:
+        """The stored version whose text is the current draft's, under its name (None until saved)."""
+        current = self.current
+        workflow = self.validate(current.source).workflow if current is not None else None
+        if workflow is None or current is None:
+            return None
+        return self.flow.store.get_workflow(workflow.name, content_hash(current.source))
 
     def patched(self, operations: list[dict[str, Any]]) -> str:
         """The current YAML with set/delete operations applied to dotted paths."""
@@ -124,15 +145,12 @@ class Workspace:
             _apply(data, operation)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
-    def save(self) -> Workflow:
-        """Store the current version as a saved workflow (the key is metadata.name)."""
+    def save(self) -> WorkflowVersion:
+        """Store the current draft as a version of its workflow (the key is metadata.name)."""
         current = self.current
         if current is None:
             raise PatchError("there is no workflow to save yet")
-        self.flow.save_workflow(current.source)
-        proposal = self.validate(current.source)
-        assert proposal.workflow is not None
-        return proposal.workflow
+        return self.flow.save_workflow(current.source)
 
     async def run(self, inputs: dict[str, Any], *, wait: float, trigger: str = "chat") -> RunRecord:
         """Save and start the current workflow; wait up to `wait` seconds for it to settle."""
@@ -185,3 +203,80 @@ def _apply(data: Any, operation: dict[str, Any]) -> None:
             raise PatchError(f"path '{path}' does not exist")
     else:
         raise PatchError(f"unknown op '{op}'; use set or delete")
+
+
+def set_scalar(source: str, path: tuple[str, ...], value: str) -> str:
+    """`source` with the string at `path` (mapping keys) replaced or added in the text itself.
+
+    Everything else (comments, key order, quoting, blank lines) stays as the person wrote it: the
+    value's place comes from the YAML parser's marks, and the result is checked by loading it again.
+    """
+    try:
+        node: yaml.Node | None = yaml.compose(source, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise PatchError(f"the YAML does not parse ({exc}); fix it first") from None
+    for depth, key in enumerate(path):
+        dotted = ".".join(path[: depth + 1])
+        if not isinstance(node, yaml.MappingNode):
+            raise PatchError(f"'{'.'.join(path[:depth]) or 'the document'}' is not a mapping; cannot set '{dotted}'")
+        entry = next(
+            (pair for pair in node.value if isinstance(pair[0], yaml.ScalarNode) and pair[0].value == key), None
+        )
+        if entry is None:
+            if depth < len(path) - 1:
+                raise PatchError(f"'{dotted}' is not in the workflow; add it in the YAML first")
+            return _first_holding(
+                [_insert(source, node, key, _scalar(value, style)) for style in (None, '"')], path, value
+            )
+        key_node, node = entry
+    assert node is not None
+    if not isinstance(node, yaml.ScalarNode) or node.start_mark.index < key_node.end_mark.index:
+        raise PatchError(f"'{'.'.join(path)}' is not a plain value in the YAML (an alias?); write it out and retry")
+    start, end = node.start_mark.index, node.end_mark.index
+    written = source[start:end]
+    # Keep an anchor or a tag written before the value (`name: &n old`): aliases still point at it.
+    properties = _PROPERTIES.match(written)
+    start += properties.end() if properties else 0
+    trailing = written[len(written.rstrip("\r\n")) :] if node.style in ("|", ">") else ""
+    styles = dict.fromkeys((node.style, '"'))
+    return _first_holding(
+        [source[:start] + _scalar(value, style) + trailing + source[end:] for style in styles], path, value
+    )
+
+
+_PROPERTIES = re.compile(r"(?:[&!]\S*\s+)+")
+
+
+def _scalar(value: str, style: str | None) -> str:
+    if style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if style is None:
+        return value
+    return json.dumps(value, ensure_ascii=False)  # JSON strings are YAML double-quoted scalars
+
+
+def _insert(source: str, mapping: yaml.MappingNode, key: str, value: str) -> str:
+    """Add `key: value` (value as written) as the mapping's first entry, indented or inline like the others."""
+    rendered = f"{key}: {value}"
+    if mapping.flow_style or not mapping.value:
+        at = source.index("{", mapping.start_mark.index) + 1
+        return source[:at] + rendered + (", " if mapping.value else "") + source[at:]
+    # Before the first key, at its column: right whether the key starts its line or follows a `- `.
+    first = mapping.value[0][0].start_mark
+    newline = "\r\n" if "\r\n" in source else "\n"
+    return source[: first.index] + rendered + newline + " " * first.column + source[first.index :]
+
+
+def _first_holding(candidates: list[str], path: tuple[str, ...], value: str) -> str:
+    """The first edited text that loads with `value` at `path` (a plain scalar may read as a number, or end a
+    flow mapping early: then it is quoted)."""
+    for candidate in candidates:
+        try:
+            data: Any = yaml.safe_load(candidate)
+            for key in path:
+                data = data[key]
+        except (yaml.YAMLError, KeyError, TypeError):
+            continue
+        if data == value:
+            return candidate
+    raise PatchError(f"could not write '{value}' at '{'.'.join(path)}' in the YAML; edit it there by hand")

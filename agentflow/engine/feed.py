@@ -40,8 +40,9 @@ RECHECK_SECONDS = 2.0
 class Subscription:
     """One reader's buffer of matching events; `lagged` once it overflowed (events were dropped here)."""
 
-    def __init__(self, feed: LiveFeed, match: Match | None, limit: int) -> None:
+    def __init__(self, feed: LiveFeed, match: Match | None, limit: int, *, changes: bool = False) -> None:
         self._feed = feed
+        self.changes = changes
         self._match = match
         self._limit = limit
         self._events: deque[Event] = deque()
@@ -76,9 +77,11 @@ class Subscription:
         return lagged
 
     def close(self) -> None:
+        """Stop receiving; a reader waiting in `next` wakes up (with what was buffered, or nothing)."""
         if not self.closed:
             self.closed = True
             self._feed._subscriptions.discard(self)
+            self._ready.set()
 
 
 class LiveFeed:
@@ -97,6 +100,7 @@ class LiveFeed:
         self._unwatch: Callable[[], None] | None = None
         self._workflows: dict[str, str] = {}
         self._stale = True  # the cursor is not kept while nobody reads
+        self._touched: set[str] = set()  # runs the bus said changed since the last read
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -119,20 +123,30 @@ class LiveFeed:
         if loop is None or loop.is_closed():
             return
         if remote:
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._touch, run_id)
         else:
-            self._wake.set()
+            self._touch(run_id)
+
+    def _touch(self, run_id: str) -> None:
+        self._touched.add(run_id)
+        self._wake.set()
 
     # -- readers -----------------------------------------------------------------------------
 
-    async def subscribe(self, match: Match | None = None, *, limit: int = 10_000) -> Subscription:
-        """A buffer of the matching events committed from now on (read older ones from the store)."""
+    async def subscribe(
+        self, match: Match | None = None, *, limit: int = 10_000, changes: bool = False
+    ) -> Subscription:
+        """A buffer of the matching events committed from now on (read older ones from the store).
+
+        With `changes`, also `{"type": "changed", "run_id": …}` (no id) when a run changed without a
+        new event (its trace was exported, another process cancelled it): a view redraws on these.
+        """
         async with self._lock:  # not between a read and its delivery: no event falls between the two
             if self._stale:  # nobody was reading: start from what is committed now
                 self._cursor = await asyncio.to_thread(self.store.last_event_id)
                 self._held.clear()
                 self._stale = False
-            subscription = Subscription(self, match, limit)
+            subscription = Subscription(self, match, limit, changes=changes)
             self._subscriptions.add(subscription)
         return subscription
 
@@ -162,6 +176,7 @@ class LiveFeed:
             self._wake.clear()
             if not self._subscriptions:
                 self._stale = True  # no query per event while nobody reads
+                self._touched.clear()
                 continue
             try:
                 await self._read()
@@ -170,7 +185,12 @@ class LiveFeed:
 
     async def _read(self) -> None:
         await self.store.flush()  # this process's events are queued before the bus wakes us
+        touched, self._touched = self._touched, set()
         async with self._lock:
+            for run_id in touched:
+                for subscription in tuple(self._subscriptions):
+                    if subscription.changes:
+                        subscription.offer({"type": "changed", "run_id": run_id})
             while True:
                 after = max([self._cursor, *self._held])
                 rows = await asyncio.to_thread(self.store.events_after, after, limit=PAGE)

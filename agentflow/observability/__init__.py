@@ -65,4 +65,5 @@ def attach_tracing(
         environ=flow.engine.services.secrets,
     )
     exporter.unsubscribe = flow.bus.subscribe(exporter)
+    exporter.on_recorded = flow.bus.changed
     return exporter.start()

@@ -1,10 +1,19 @@
-"""The cost ledger: spend and tokens by day, model, provider, workflow and node; daily budgets.
+"""The cost ledger: spend and tokens by day, model, provider, workflow, node and source; daily budgets.
 
-Every provider call is one row of `llm_calls` (written by the store from the
-engine's events), priced by LiteLLM or by AGENTFLOW_PRICES; local models are
-tokens at zero cost. Daily budgets (per workflow: `spec.budget.daily_usd`;
-global: AGENTFLOW_DAILY_BUDGET_USD) are circuit breakers: while one is spent,
-new runs are refused and running ones stop before their next model call.
+Every provider call the installation pays for is one row of `llm_calls`, priced
+by LiteLLM or by AGENTFLOW_PRICES (local models are tokens at zero cost): a
+run's calls written by the store from the engine's `LLMCalled` events (source
+"run"), the chat assistant's own calls written through `assistant_hooks`
+(source "assistant", with the chat session, without a run). Every money and
+token figure of the Costs and Overview tabs is read from these rows.
+
+Daily budgets (per workflow: `spec.budget.daily_usd`; global:
+AGENTFLOW_DAILY_BUDGET_USD) are circuit breakers: while one is spent, new runs
+are refused and running ones stop before their next model call. The
+assistant's calls count against the global budget — it caps everything the
+installation spends on models — and stop with it: while it is spent the
+assistant's model is refused too (slash commands still work). They belong to no
+workflow, so no workflow's own budget counts them.
 """
 
 from __future__ import annotations
@@ -12,11 +21,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.budget import BudgetExceededError
-from agentflow.store.base import GROUPS, CostRow, LedgerStore
+from agentflow.store.base import GROUPS, AssistantCall, CostRow, LedgerStore
 
-__all__ = ["GROUPS", "CostRow", "Ledger", "spend", "spent", "start_of_day"]
+if TYPE_CHECKING:
+    from agentflow.llm.client import CallRecord
+
+__all__ = ["GROUPS", "CostRow", "Ledger", "assistant_hooks", "spend", "spent", "start_of_day"]
 
 
 def start_of_day(now: float | None = None) -> float:
@@ -70,6 +83,21 @@ class Ledger:
             self._current()
             return self._by_workflow.get(workflow, 0.0) if workflow else self._total
 
+    def check_assistant(self) -> None:
+        """Raise when the global daily budget is spent: the assistant's calls count against it, and stop with it."""
+        with self._lock:
+            self._current()
+            total = self._total
+        if self.global_daily_usd is not None and total >= self.global_daily_usd:
+            raise BudgetExceededError(
+                "global_daily_usd",
+                round(total, 6),
+                self.global_daily_usd,
+                message=f"the global daily budget of ${self.global_daily_usd:g} is spent (${total:.4f} today, the "
+                "assistant's calls included), so the assistant's model is refused until midnight; "
+                "raise AGENTFLOW_DAILY_BUDGET_USD to go on",
+            )
+
     def check(self, workflow: str, workflow_daily_usd: float | None) -> None:
         """Raise when the global or the workflow's daily budget is spent."""
         with self._lock:
@@ -93,10 +121,11 @@ class Ledger:
             )
 
     def status(self, budgets: dict[str, float]) -> list[dict[str, float | str | bool]]:
-        """Today's spend against each budget (global first), for dashboards."""
+        """Today's spend against each budget (global first), for dashboards: read from the ledger's rows now."""
+        by_workflow = self.store.spent_by_workflow(since=start_of_day())
         rows: list[dict[str, float | str | bool]] = []
         if self.global_daily_usd is not None:
-            total = self.today()
+            total = sum(by_workflow.values())
             rows.append(
                 {
                     "budget": "global (AGENTFLOW_DAILY_BUDGET_USD)",
@@ -106,7 +135,7 @@ class Ledger:
                 }
             )
         for workflow, limit in sorted(budgets.items()):
-            used = self.today(workflow)
+            used = by_workflow.get(workflow, 0.0)
             rows.append(
                 {
                     "budget": f"{workflow} (spec.budget.daily_usd)",
@@ -116,3 +145,31 @@ class Ledger:
                 }
             )
         return rows
+
+
+def assistant_hooks(store: LedgerStore, ledger: Ledger | None, session_id: str) -> dict[str, Any]:
+    """`before_call`/`on_call` for the chat assistant's model calls (a run's: `engine.nodes.base.llm_hooks`):
+    the global daily budget checked before each call, and each call written to the ledger as the assistant's."""
+
+    def before_call() -> None:
+        if ledger is not None:
+            ledger.check_assistant()
+
+    def on_call(record: CallRecord) -> None:
+        store.record_assistant_call(
+            AssistantCall(
+                session_id=session_id,
+                model=record.model,
+                provider=record.provider,
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+                latency_ms=record.latency_ms,
+                error=record.error,
+                at=time.time(),
+            )
+        )
+        if ledger is not None and record.cost_usd:
+            ledger.add("", record.cost_usd)  # no workflow: counted where spent_by_workflow counts it
+
+    return {"before_call": before_call, "on_call": on_call}

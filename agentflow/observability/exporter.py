@@ -64,6 +64,8 @@ class TraceExporter:
         self._secrets: dict[tuple[str, str], set[str]] = {}
         self._thread = threading.Thread(target=self._loop, name="agentflow-trace-exporter", daemon=True)
         self.unsubscribe: Callable[[], None] | None = None
+        self.on_recorded: Callable[[str], None] | None = None
+        """Called with each run id whose trace state was just recorded (from the export thread)."""
 
     # -- the observer: on the run's event loop, so it only queues -------------------
 
@@ -254,6 +256,9 @@ class TraceExporter:
                 state = "pending" if attempts < self.max_attempts else "failed"
                 rows.append(TraceState(run_id, None, state, _describe(outcome), attempts, now))
         self.store.record_traces(rows)
+        if self.on_recorded is not None:
+            for row in rows:
+                self.on_recorded(row.run_id)  # an open run console shows the trace link now
         with self._cond:
             if len(retry) < len(outcomes):
                 self._backoff = self._first_backoff

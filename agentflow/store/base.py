@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class WorkflowVersion:
     name: str
-    version: str
+    version: str  # the content hash: the version's stable id
     source: str
     created_at: float
     path: str | None = None
+    number: int = 0  # v1, v2, … per workflow, in the order first saved (what people read; docs/versions.md)
 
 
 @dataclass(slots=True)
@@ -140,13 +141,30 @@ class CostRow:
 
 
 @dataclass(frozen=True, slots=True)
-class RunTotals:
-    """Runs, tokens and spend of a group of runs (a day, a workflow, a model, or all)."""
+class DailyCost:
+    """A group's calls on one local day (`YYYY-MM-DD`): a cell of a day × workflow (or source...) grid."""
 
+    day: str
     key: str
-    runs: int
-    tokens: int
+    calls: int
+    input_tokens: int
+    output_tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantCall:
+    """A model call of the chat assistant (writing workflows): in the ledger with its session, without a run."""
+
+    session_id: str
+    model: str
+    provider: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+    error: str | None = None
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +191,8 @@ class ThreadRows:
 
 
 class WorkflowStore(Protocol):
-    """Versions of workflows by content hash; the latest saved is the workflow's current one."""
+    """Versions of workflows by content hash, numbered per workflow in the order first saved (v1, v2, …);
+    the latest saved is the workflow's current one. Saving a version's text again adds no number."""
 
     def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion: ...
     def get_workflow(self, name: str, version: str | None = None) -> WorkflowVersion | None: ...
@@ -199,6 +218,11 @@ class RunStore(Protocol):
     def cancel_requests(self, owner: str) -> list[str]: ...
     def node_runs(self, run_id: str) -> list[NodeRunRecord]: ...
     def events(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]: ...
+    def events_after(self, after: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every run's events with an id above `after`, oldest first (the live feed and /api/events read these)."""
+        ...
+
+    def last_event_id(self) -> int: ...
 
 
 class ApprovalStore(Protocol):
@@ -243,22 +267,35 @@ class ChatStore(Protocol):
 
 
 class LedgerStore(Protocol):
-    """What was spent: provider calls (the cost ledger) and run totals, grouped for reports."""
+    """What was spent: every provider call (the cost ledger, one source for every money and token
+    figure), grouped for reports; and how many runs ended how.
+
+    A run's calls enter through `record` (its `LLMCalled` events, source "run"); the chat assistant's
+    through `record_assistant_call` (source "assistant", no run, no workflow: grouped as ASSISTANT).
+    """
+
+    def record_assistant_call(self, call: AssistantCall) -> None:
+        """Queue an assistant call into the ledger (visible after `flush`, as `record`)."""
+        ...
 
     def spend(self, *, by: str, since: float) -> list[CostRow]:
-        """Calls since `since` grouped by day (local date), model, provider, workflow or node
-        ("workflow.node"); most expensive first, or the latest day first."""
+        """Calls since `since` grouped by day (local date), model, provider, workflow, node
+        ("workflow.node"), source ("run", "assistant") or session (the assistant's chat session; '?' for
+        a run's calls); most expensive first, or the latest day first."""
+        ...
+
+    def daily_spend(self, *, by: str, since: float) -> list[DailyCost]:
+        """Calls since `since` by local day and by a group of `spend` other than day; by day, then key."""
         ...
 
     def spent(self, *, since: float, workflow: str | None = None) -> float: ...
-    def spent_by_workflow(self, *, since: float) -> dict[str, float]: ...
-    def node_costs(self, run_ids: list[str]) -> dict[str, float]: ...
-    def run_totals(self, *, by: str | None, since: float) -> list[RunTotals]:
-        """Runs created since `since`, grouped by day (local date) or workflow, or all of them (`by=None`)."""
+    def spent_by_workflow(self, *, since: float) -> dict[str, float]:
+        """Spend since `since` by workflow; calls without one (the assistant's, unknown runs') under ''."""
         ...
 
-    def model_totals(self, *, since: float) -> list[RunTotals]:
-        """Node runs that called a model, by model: (model, node runs, tokens, cost)."""
+    def node_costs(self, run_ids: list[str]) -> dict[str, float]: ...
+    def run_counts(self, *, since: float) -> dict[str, int]:
+        """Runs created since `since`, counted by status."""
         ...
 
 
@@ -320,4 +357,6 @@ class Store(
     location: str  # for people: the file or the database it keeps
 
 
-GROUPS = ("day", "model", "provider", "workflow", "node")
+GROUPS = ("day", "model", "provider", "workflow", "node", "source", "session")
+SOURCES = ("run", "assistant")  # who made a call: a run's node, or the chat assistant
+ASSISTANT = "(assistant)"  # the assistant's calls' workflow and node in reports (not a slug: no workflow has it)

@@ -21,17 +21,19 @@ from typing import Any, TypeVar
 
 from agentflow.engine import events as ev
 from agentflow.store.base import (
+    ASSISTANT,
     GROUPS,
     ApprovalRecord,
+    AssistantCall,
     BlobRow,
     CheckpointRow,
     ConfigVersion,
     CostRow,
+    DailyCost,
     GrantRecord,
     Message,
     NodeRunRecord,
     RunRecord,
-    RunTotals,
     Session,
     ThreadRows,
     TraceState,
@@ -61,10 +63,19 @@ def _locked(method: Method) -> Method:
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """A row of the cost ledger: a provider call, and its run's workflow then."""
+    """A row of the cost ledger: a provider call by a run (with its workflow then) or by the assistant."""
 
+    source: str  # run | assistant
+    run_id: str | None
     workflow: str | None
-    event: ev.LLMCalled
+    node_id: str | None
+    session_id: str | None
+    model: str
+    provider: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    at: float
 
 
 @dataclass(slots=True)
@@ -113,7 +124,8 @@ class InMemoryStore:
 
     @_locked
     def save_workflow(self, name: str, source: str, *, path: str | None = None) -> WorkflowVersion:
-        version = WorkflowVersion(name, content_hash(source), _text(source), time.time(), text(path))
+        number = 1 + sum(1 for saved, _ in self._versions if saved == name)
+        version = WorkflowVersion(name, content_hash(source), _text(source), time.time(), text(path), number)
         self._current[name] = (version.version, version.created_at)
         return self._versions.setdefault((name, version.version), version)
 
@@ -131,7 +143,7 @@ class InMemoryStore:
     @_locked
     def list_versions(self, name: str) -> list[WorkflowVersion]:
         versions = [version for version in self._versions.values() if version.name == name]
-        return sorted(versions, key=lambda version: version.created_at, reverse=True)
+        return sorted(versions, key=lambda version: version.number, reverse=True)
 
     @_locked
     def version_counts(self) -> dict[str, int]:
@@ -217,6 +229,8 @@ class InMemoryStore:
             for approval in self._approvals:
                 if approval.run_id == run_id and approval.status == "pending":
                     approval.status, approval.decided_at = "cancelled", run.finished_at
+            finished = ev.RunFinished(run_id=run_id, status="cancelled", error=run.error, at=run.finished_at)
+            self._events.append((run_id, json.loads(dumps(finished.to_dict()))))
             return True
         if run is not None and run.status == "running":
             run.cancel_requested = True
@@ -239,6 +253,15 @@ class InMemoryStore:
         return [
             {"id": event_id, **payload} for event_id, (of, payload) in numbered if of == run_id and event_id > after
         ]
+
+    @_locked
+    def events_after(self, after: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        chosen = self._events[after : after + limit]
+        return [{"id": event_id, **payload} for event_id, (_, payload) in enumerate(chosen, start=after + 1)]
+
+    @_locked
+    def last_event_id(self) -> int:
+        return len(self._events)
 
     # -- approvals --------------------------------------------------------------
 
@@ -371,68 +394,72 @@ class InMemoryStore:
     # -- the ledger ---------------------------------------------------------------
 
     @_locked
+    def record_assistant_call(self, call: AssistantCall) -> None:
+        """Queue an assistant call into the ledger (visible after `flush`, as `record`)."""
+        at = call.at or time.time()
+        self._calls.append(
+            _Call(
+                "assistant",
+                None,
+                None,
+                None,
+                text(call.session_id),
+                call.model,
+                call.provider,
+                call.input_tokens,
+                call.output_tokens,
+                call.cost_usd,
+                at,
+            )
+        )
+
+    @_locked
     def spend(self, *, by: str, since: float) -> list[CostRow]:
-        """Calls since `since` grouped by day (local date), model, provider, workflow or node
-        ("workflow.node"); most expensive first, or the latest day first."""
+        """Calls since `since` grouped by day (local date), model, provider, workflow, node
+        ("workflow.node"), source ("run", "assistant") or session (the assistant's chat session; '?' for
+        a run's calls); most expensive first, or the latest day first."""
         if by not in GROUPS:
             raise ValueError(f"cannot group costs by '{by}'; use one of {', '.join(GROUPS)}")
         groups = _grouped(self._calls_since(since), lambda call: _spend_key(by, call))
-        rows = [
-            CostRow(
-                key,
-                len(calls),
-                sum(call.event.input_tokens for call in calls),
-                sum(call.event.output_tokens for call in calls),
-                float(sum(call.event.cost_usd for call in calls)),
-            )
-            for key, calls in groups.items()
-        ]
+        rows = [CostRow(key, *_sums(calls)) for key, calls in groups.items()]
         if by == "day":
             return sorted(rows, key=lambda row: row.key, reverse=True)
         return sorted(rows, key=lambda row: (-row.cost_usd, row.key))
 
     @_locked
+    def daily_spend(self, *, by: str, since: float) -> list[DailyCost]:
+        """Calls since `since` by local day and by a group of `spend` other than day; by day, then key."""
+        if by not in GROUPS or by == "day":
+            choices = ", ".join(group for group in GROUPS if group != "day")
+            raise ValueError(f"cannot group daily costs by '{by}'; use one of {choices}")
+        cells: dict[tuple[str, str], list[_Call]] = {}
+        for call in self._calls_since(since):
+            cells.setdefault((_local_date(call.at), _spend_key(by, call)), []).append(call)
+        rows = [DailyCost(day, key, *_sums(calls)) for (day, key), calls in cells.items()]
+        return sorted(rows, key=lambda row: (row.day, row.key))
+
+    @_locked
     def spent(self, *, since: float, workflow: str | None = None) -> float:
         calls = self._calls_since(since)
-        return float(sum(call.event.cost_usd for call in calls if not workflow or call.workflow == workflow))
+        return float(sum(call.cost_usd for call in calls if not workflow or call.workflow == workflow))
 
     @_locked
     def spent_by_workflow(self, *, since: float) -> dict[str, float]:
-        return _sum_by((call.workflow or "", call.event.cost_usd) for call in self._calls_since(since))
+        """Spend since `since` by workflow; calls without one (the assistant's, unknown runs') under ''."""
+        return _sum_by((call.workflow or "", call.cost_usd) for call in self._calls_since(since))
 
     @_locked
     def node_costs(self, run_ids: list[str]) -> dict[str, float]:
-        calls = [call.event for call in self._calls if call.event.run_id in run_ids]
-        return _sum_by((call.node_id, call.cost_usd) for call in calls)
+        calls = [call for call in self._calls if call.run_id is not None and call.run_id in run_ids]
+        return _sum_by((call.node_id or "", call.cost_usd) for call in calls)
 
     def _calls_since(self, since: float) -> list[_Call]:
-        return [call for call in self._calls if call.event.at >= since]
+        return [call for call in self._calls if call.at >= since]
 
     @_locked
-    def run_totals(self, *, by: str | None, since: float) -> list[RunTotals]:
-        """Runs created since `since`, grouped by day (local date) or workflow, or all of them (`by=None`)."""
-        if by not in (None, "day", "workflow"):
-            raise ValueError(f"cannot total runs by '{by}'; use day or workflow")
-        runs = [run for run in self._runs.values() if run.created_at >= since]
-        if by is None:
-            return [_totals("", runs)]
-        key = (lambda run: _local_date(run.created_at)) if by == "day" else (lambda run: run.workflow)
-        totals = [_totals(group, members) for group, members in _grouped(runs, key).items()]
-        if by == "day":
-            return sorted(totals, key=lambda row: row.key)
-        return sorted(totals, key=lambda row: (-row.cost_usd, -row.tokens))
-
-    @_locked
-    def model_totals(self, *, since: float) -> list[RunTotals]:
-        """Node runs that called a model, by model: (model, node runs, tokens, cost)."""
-        runs = self._runs
-        called = [
-            node_run
-            for node_run in self._node_runs
-            if node_run.model and node_run.run_id in runs and runs[node_run.run_id].created_at >= since
-        ]
-        totals = [_totals(model, members) for model, members in _grouped(called, lambda run: run.model or "").items()]
-        return sorted(totals, key=lambda row: (-row.cost_usd, -row.tokens))
+    def run_counts(self, *, since: float) -> dict[str, int]:
+        """Runs created since `since`, counted by status."""
+        return dict(Counter(run.status for run in self._runs.values() if run.created_at >= since))
 
     # -- trace export state -----------------------------------------------------------
 
@@ -508,7 +535,21 @@ class InMemoryStore:
             if run is not None:
                 run.tokens += event.input_tokens + event.output_tokens
                 run.cost_usd += event.cost_usd
-            self._calls.append(_Call(run.workflow if run else None, replace(event, error=text(event.error))))
+            self._calls.append(
+                _Call(
+                    "run",
+                    event.run_id,
+                    run.workflow if run else None,
+                    event.node_id,
+                    None,
+                    event.model,
+                    event.provider,
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cost_usd,
+                    event.at,
+                )
+            )
         elif isinstance(event, ev.RunStarted) and run is not None:
             run.status = "running"
             run.started_at = event.at if run.started_at is None else run.started_at
@@ -576,18 +617,24 @@ def _sum_by(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
 
 def _spend_key(by: str, call: _Call) -> str:
     """The group a provider call counts in; '?' for what the ledger does not know."""
-    event = call.event
     if by == "day":
-        return _local_date(event.at)
+        return _local_date(call.at)
+    if by == "source":
+        return call.source
+    if by == "session":
+        return _known(call.session_id)
+    if by in ("workflow", "node") and call.source == "assistant":
+        return ASSISTANT
     if by == "node":
-        return f"{_known(call.workflow)}.{_known(event.node_id)}"
-    return _known({"model": event.model, "provider": event.provider, "workflow": call.workflow}[by])
+        return f"{_known(call.workflow)}.{_known(call.node_id)}"
+    return _known({"model": call.model, "provider": call.provider, "workflow": call.workflow}[by])
 
 
 def _known(value: str | None) -> str:
     return "?" if value is None else value
 
 
-def _totals(key: str, members: Sequence[RunRecord | NodeRunRecord]) -> RunTotals:
-    tokens = sum(member.tokens for member in members)
-    return RunTotals(key, len(members), tokens, float(sum(member.cost_usd for member in members)))
+def _sums(calls: Sequence[_Call]) -> tuple[int, int, int, float]:
+    """A ledger group's calls, tokens in and out, and cost."""
+    inputs, outputs = sum(call.input_tokens for call in calls), sum(call.output_tokens for call in calls)
+    return len(calls), inputs, outputs, float(sum(call.cost_usd for call in calls))

@@ -262,3 +262,24 @@ def m005_grants(db: sqlite_utils.Database) -> None:
 def m006_executed_by(db: sqlite_utils.Database) -> None:
     # Which process executed a run last (host:pid:id): the owner is cleared when a run stops.
     db.table("runs").add_column("executed_by", str)
+
+
+@migration
+def m007_version_numbers(db: sqlite_utils.Database) -> None:
+    # People name a workflow's versions v1, v2, … in the order first saved; the content hash stays the id.
+    db.table("workflow_versions").add_column("number", int)
+    db.execute(
+        "UPDATE workflow_versions SET number = (SELECT COUNT(*) FROM workflow_versions AS earlier "
+        "WHERE earlier.name = workflow_versions.name AND (earlier.created_at < workflow_versions.created_at "
+        "OR (earlier.created_at = workflow_versions.created_at AND earlier.version <= workflow_versions.version)))"
+    )
+    db.execute("CREATE UNIQUE INDEX workflow_versions_number ON workflow_versions (name, number)")
+
+
+@migration
+def m008_ledger_sources(db: sqlite_utils.Database) -> None:
+    # Who made a call: a run ('run', every call so far) or the chat assistant ('assistant', with the
+    # session it served and no run), so the ledger holds every model call the installation pays for.
+    table = db.table("llm_calls")
+    table.add_column("source", str, not_null_default="run")
+    table.add_column("session_id", str)

@@ -111,6 +111,26 @@ sql(
 
 sql("m006_executed_by", "ALTER TABLE runs ADD COLUMN executed_by TEXT")
 
+sql(
+    "m007_version_numbers",
+    """
+    ALTER TABLE workflow_versions ADD COLUMN number INTEGER;
+    UPDATE workflow_versions AS v SET number = ranked.number
+        FROM (SELECT name, version, ROW_NUMBER() OVER (PARTITION BY name ORDER BY created_at, version) AS number
+              FROM workflow_versions) AS ranked
+        WHERE ranked.name = v.name AND ranked.version = v.version;
+    CREATE UNIQUE INDEX idx_workflow_versions_name_number ON workflow_versions (name, number)
+    """,
+)
+
+sql(
+    "m008_ledger_sources",
+    """
+    ALTER TABLE llm_calls ADD COLUMN source TEXT NOT NULL DEFAULT 'run';
+    ALTER TABLE llm_calls ADD COLUMN session_id TEXT
+    """,
+)
+
 
 def _queue_schema(conn: Conn) -> None:
     from procrastinate.schema import SchemaManager

@@ -19,17 +19,19 @@ from typing import Any, ClassVar
 
 from agentflow.engine import events as ev
 from agentflow.store.base import (
+    ASSISTANT,
     GROUPS,
     ApprovalRecord,
+    AssistantCall,
     BlobRow,
     CheckpointRow,
     ConfigVersion,
     CostRow,
+    DailyCost,
     GrantRecord,
     Message,
     NodeRunRecord,
     RunRecord,
-    RunTotals,
     Session,
     ThreadRows,
     TraceState,
@@ -127,16 +129,18 @@ class SQLStore:
         )
 
         def write(conn: Conn) -> None:
-            conn.execute(
-                "INSERT INTO workflow_versions (name, version, source, path, created_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT DO NOTHING",
-                (name, version.version, text(source), text(path), version.created_at),
-            )
+            # The workflow's row first: on Postgres it locks, so concurrent saves of one workflow number in turn.
             conn.execute(
                 "INSERT INTO workflows (name, latest_version, created_at, updated_at) VALUES (?,?,?,?) "
                 "ON CONFLICT(name) DO UPDATE SET latest_version = excluded.latest_version, "
                 "updated_at = excluded.updated_at",
                 (name, version.version, version.created_at, version.created_at),
+            )
+            conn.execute(
+                "INSERT INTO workflow_versions (name, version, source, path, created_at, number) "
+                "SELECT ?, ?, ?, ?, ?, COALESCE(MAX(number), 0) + 1 FROM workflow_versions WHERE name = ? "
+                "ON CONFLICT DO NOTHING",
+                (name, version.version, text(source), text(path), version.created_at, name),
             )
 
         self.writer.call(write)
@@ -161,7 +165,7 @@ class SQLStore:
         return [WorkflowVersion(**dict(row)) for row in rows]
 
     def list_versions(self, name: str) -> list[WorkflowVersion]:
-        rows = self._rows("SELECT * FROM workflow_versions WHERE name = ? ORDER BY created_at DESC", (name,))
+        rows = self._rows("SELECT * FROM workflow_versions WHERE name = ? ORDER BY number DESC", (name,))
         return [WorkflowVersion(**dict(row)) for row in rows]
 
     def version_counts(self) -> dict[str, int]:
@@ -290,6 +294,12 @@ class SQLStore:
                     "UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'",
                     (now, run_id),
                 )
+                # Its event log ends like any finished run's, so whoever follows it sees the end.
+                finished = ev.RunFinished(run_id=run_id, status="cancelled", error="cancelled by request", at=now)
+                conn.execute(
+                    "INSERT INTO events (run_id, type, at, payload) VALUES (?, ?, ?, ?)",
+                    (run_id, finished.type, now, dumps(finished.to_dict())),
+                )
                 self._announce(conn, {run_id})
                 return True
             busy = conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (run_id,))
@@ -306,6 +316,14 @@ class SQLStore:
     def events(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
         rows = self._rows("SELECT id, payload FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after))
         return [{"id": row["id"], **json.loads(row["payload"])} for row in rows]
+
+    def events_after(self, after: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        return [{"id": row["id"], **json.loads(row["payload"])} for row in rows]
+
+    def last_event_id(self) -> int:
+        rows = self._rows("SELECT COALESCE(MAX(id), 0) AS last FROM events")
+        return int(rows[0]["last"])
 
     # -- approvals --------------------------------------------------------------
 
@@ -487,13 +505,36 @@ class SQLStore:
 
     # -- the ledger ---------------------------------------------------------------
 
+    def record_assistant_call(self, call: AssistantCall) -> None:
+        row = (
+            call.model,
+            call.provider,
+            call.input_tokens,
+            call.output_tokens,
+            call.cost_usd,
+            call.latency_ms,
+            text(call.error),
+            call.at or time.time(),
+            text(call.session_id),
+        )
+        self.writer.submit(
+            lambda conn: conn.execute(
+                "INSERT INTO llm_calls (model, provider, input_tokens, output_tokens, cost_usd, latency_ms, error, at, "
+                "source, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'assistant', ?)",
+                row,
+            )
+        )
+
     def _group(self, by: str) -> str:
+        assistant = f"WHEN source = 'assistant' THEN '{ASSISTANT}'"
         return {
             "day": self.LOCAL_DATE.format(column="at"),
             "model": "COALESCE(model, '?')",
             "provider": "COALESCE(provider, '?')",
-            "workflow": "COALESCE(workflow, '?')",
-            "node": "COALESCE(workflow, '?') || '.' || COALESCE(node_id, '?')",
+            "workflow": f"CASE {assistant} ELSE COALESCE(workflow, '?') END",
+            "node": f"CASE {assistant} ELSE COALESCE(workflow, '?') || '.' || COALESCE(node_id, '?') END",
+            "source": "source",
+            "session": "COALESCE(session_id, '?')",
         }[by]
 
     def spend(self, *, by: str, since: float) -> list[CostRow]:
@@ -502,21 +543,21 @@ class SQLStore:
         group = self._group(by)
         order = "key DESC" if by == "day" else "cost_usd DESC, key"
         rows = self._rows(
-            f"SELECT {group} AS key, COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
-            "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0) AS cost_usd "
-            f"FROM llm_calls WHERE at >= ? GROUP BY {group} ORDER BY {order}",
+            f"SELECT {group} AS key, {_SUMS} FROM llm_calls WHERE at >= ? GROUP BY {group} ORDER BY {order}", (since,)
+        )
+        return [CostRow(str(row["key"]), *_sums(row)) for row in rows]
+
+    def daily_spend(self, *, by: str, since: float) -> list[DailyCost]:
+        if by not in GROUPS or by == "day":
+            choices = ", ".join(group for group in GROUPS if group != "day")
+            raise ValueError(f"cannot group daily costs by '{by}'; use one of {choices}")
+        day, group = self._group("day"), self._group(by)
+        rows = self._rows(
+            f"SELECT {day} AS day, {group} AS key, {_SUMS} FROM llm_calls WHERE at >= ? "
+            f"GROUP BY {day}, {group} ORDER BY day, key",
             (since,),
         )
-        return [
-            CostRow(
-                str(row["key"]),
-                int(row["calls"]),
-                int(row["input_tokens"]),
-                int(row["output_tokens"]),
-                float(row["cost_usd"]),
-            )
-            for row in rows
-        ]
+        return [DailyCost(str(row["day"]), str(row["key"]), *_sums(row)) for row in rows]
 
     def spent(self, *, since: float, workflow: str | None = None) -> float:
         clause, params = ("AND workflow = ?", (since, workflow)) if workflow else ("", (since,))
@@ -541,28 +582,9 @@ class SQLStore:
         )
         return {row["node_id"]: float(row["cost"] or 0.0) for row in rows}
 
-    def run_totals(self, *, by: str | None, since: float) -> list[RunTotals]:
-        if by not in (None, "day", "workflow"):
-            raise ValueError(f"cannot total runs by '{by}'; use day or workflow")
-        group = {None: "''", "day": self.LOCAL_DATE.format(column="created_at"), "workflow": "workflow"}[by]
-        order = "key" if by == "day" else "cost_usd DESC, tokens DESC, key"
-        grouping = f"GROUP BY {group} ORDER BY {order}" if by else ""
-        rows = self._rows(
-            f"SELECT {group} AS key, COUNT(*) AS runs, COALESCE(SUM(tokens), 0) AS tokens, "
-            f"COALESCE(SUM(cost_usd), 0.0) AS cost_usd FROM runs WHERE created_at >= ? {grouping}",
-            (since,),
-        )
-        return [_totals(row) for row in rows]
-
-    def model_totals(self, *, since: float) -> list[RunTotals]:
-        rows = self._rows(
-            "SELECT n.model AS key, COUNT(*) AS runs, COALESCE(SUM(n.tokens), 0) AS tokens, "
-            "COALESCE(SUM(n.cost_usd), 0.0) AS cost_usd FROM node_runs n JOIN runs r ON r.id = n.run_id "
-            "WHERE n.model IS NOT NULL AND n.model != '' AND r.created_at >= ? "
-            "GROUP BY n.model ORDER BY cost_usd DESC, tokens DESC, key",
-            (since,),
-        )
-        return [_totals(row) for row in rows]
+    def run_counts(self, *, since: float) -> dict[str, int]:
+        rows = self._rows("SELECT status, COUNT(*) AS runs FROM runs WHERE created_at >= ? GROUP BY status", (since,))
+        return {row["status"]: int(row["runs"]) for row in rows}
 
     # -- trace export state -----------------------------------------------------------
 
@@ -796,8 +818,15 @@ def _update_run(conn: Conn, run_id: str, fields: dict[str, Any]) -> None:
     conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
 
 
-def _totals(row: Row) -> RunTotals:
-    return RunTotals(str(row["key"]), int(row["runs"]), int(row["tokens"]), float(row["cost_usd"]))
+_SUMS = (
+    "COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+    "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0) AS cost_usd"
+)
+
+
+def _sums(row: Row) -> tuple[int, int, int, float]:
+    """A ledger group's calls, tokens in and out, and cost, as selected by _SUMS."""
+    return int(row["calls"]), int(row["input_tokens"]), int(row["output_tokens"]), float(row["cost_usd"])
 
 
 def _checkpoint_row(row: Row) -> CheckpointRow:

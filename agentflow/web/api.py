@@ -7,6 +7,7 @@ millisecond); validation and writes, which wait for a commit, run in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
@@ -24,6 +25,7 @@ from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import RunRecord, WorkflowVersion
 from agentflow.trust.capabilities import Capabilities
 from agentflow.trust.grants import NeedsGrantError
+from agentflow.versions import UnknownVersionError, resolve
 from agentflow.web.models import (
     Decision,
     EventPage,
@@ -66,9 +68,9 @@ Flow = Annotated[AgentFlow, Depends(_flow)]
 
 
 def _workflow_or_404(flow: AgentFlow, name: str, version: str | None = None) -> WorkflowVersion:
-    stored = flow.store.get_workflow(name, version)
-    if stored is not None:
-        return stored
+    """A version by its id, a prefix of it, or its number (`v2`: docs/versions.md); the current one by default."""
+    with contextlib.suppress(UnknownVersionError):
+        return resolve(flow.store, name, version)
     if version is not None and flow.store.get_workflow(name) is not None:
         raise HTTPException(
             404, f"workflow '{name}' has no version '{version}'; list them with GET /api/workflows/{name}/versions"

@@ -44,13 +44,22 @@ class Decision(_Body):
 
 class WorkflowSummary(BaseModel):
     name: str
-    version: str
+    version: str = Field(description="the version's id: a hash of its YAML")
     created_at: float
     path: str | None
+    number: int | None = Field(
+        default=None, description="what people call it: v1, v2, … per workflow in the order first saved"
+    )
 
     @classmethod
     def of(cls, stored: WorkflowVersion) -> WorkflowSummary:
-        return cls(name=stored.name, version=stored.version, created_at=stored.created_at, path=stored.path)
+        return cls(
+            name=stored.name,
+            version=stored.version,
+            created_at=stored.created_at,
+            path=stored.path,
+            number=stored.number or None,
+        )
 
 
 class CapabilitySet(BaseModel):

@@ -99,7 +99,7 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         message.press("Enter")
         editor = page.locator("#yaml-editor .cm-content")
         expect(editor).to_contain_text("name: shout, description: Shout the text")
-        expect(page.locator("#validation-status")).to_contain_text("Valid — saved as version 1")
+        expect(page.locator("#validation-status")).to_contain_text("Valid — draft 1")
         expect(page.locator("#chatbot")).to_contain_text("I wrote a workflow that shouts your text.")
         shot(page, "02-workflow-written")
 
@@ -119,16 +119,16 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         page.keyboard.press("End")
         for _ in " oops":
             page.keyboard.press("Backspace")
-        expect(status).to_contain_text("Valid — saved as version 1")
+        expect(status).to_contain_text("Valid — draft 1")
 
-        # A valid hand edit is saved as the next version by "Apply edit", with its diff.
+        # A valid hand edit is applied as the next draft by "Apply edit", with its diff.
         editor.locator(".cm-line").filter(has_text="description: Shout the text").click(position={"x": 2, "y": 2})
         page.keyboard.press("End")
         page.keyboard.press("ArrowLeft")
         page.keyboard.type(" loudly")
-        expect(status).to_contain_text("not saved yet")
+        expect(status).to_contain_text("not applied yet")
         page.locator("#apply-edit").click()
-        expect(status).to_contain_text("Valid — saved as version 2")
+        expect(status).to_contain_text("Valid — draft 2")
         page.get_by_text("Last edit (diff)").click()
         diff = page.locator("#edit-diff")
         expect(diff).to_contain_text("-metadata: {name: shout, description: Shout the text}")
@@ -150,9 +150,11 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         expect(runs.get_by_role("gridcell", name="succeeded")).to_be_visible()
         runs.get_by_role("gridcell", name="shout", exact=True).click()
         expect(page.locator("#run-detail")).to_contain_text("succeeded")
+        expect(page.locator("#run-console")).to_contain_text("shout")
+        page.get_by_role("tab", name="Timeline").click()
         expect(page.locator("#run-nodes").get_by_role("gridcell", name="transform")).to_be_visible()
         # The Gantt chart of its nodes, with the workflow's bottleneck named.
-        expect(page.locator("#run-gantt img, #run-gantt canvas, #run-gantt svg").first).to_be_visible()
+        expect(page.locator("#run-gantt svg")).to_be_visible()
         expect(page.locator("#run-bottleneck")).to_contain_text("Bottleneck of `shout`".replace("`", ""))
         shot(page, "05-runs")
 
@@ -166,7 +168,7 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
 
         page.get_by_role("tab", name="Costs").click()
-        expect(page.locator("#costs-summary")).to_contain_text("1 runs")
+        expect(page.locator("#costs-summary")).to_contain_text("1 run started")
         shot(page, "07-costs")
         page.get_by_role("tab", name="Settings").click()
         expect(page.locator("#settings-models")).to_contain_text("openai/test-model")
@@ -176,7 +178,7 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         page.reload()
         expect(page.locator("#chatbot")).to_contain_text("I wrote a workflow that shouts your text.")
         expect(page.locator("#yaml-editor .cm-content")).to_contain_text("Shout the text loudly")
-        expect(page.locator("#validation-status")).to_contain_text("Valid — saved as version 2")
+        expect(page.locator("#validation-status")).to_contain_text("Valid — draft 2")
         page.close()
     port = urlsplit(url).port or 0
 
@@ -186,7 +188,7 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
         page.goto(url)
         expect(page.locator("#chatbot")).to_contain_text("hey!")
         expect(page.locator("#yaml-editor .cm-content")).to_contain_text("Shout the text loudly")
-        expect(page.locator("#validation-status")).to_contain_text("Valid — saved as version 2")
+        expect(page.locator("#validation-status")).to_contain_text("Valid — draft 2")
         shot(page, "09-after-restart")
         page.close()
     context.close()
@@ -308,7 +310,7 @@ def test_a_person_grants_in_the_browser_and_then_the_run_works(
             page.keyboard.press("End")
             page.keyboard.type("  # fast")
             page.locator("#apply-edit").click()
-            expect(page.locator("#validation-status")).to_contain_text("Valid — saved as version 2")
+            expect(page.locator("#validation-status")).to_contain_text("Valid — draft 2")
             page.get_by_text("Last edit (diff)").click()
             expect(page.locator("#edit-diff")).to_contain_text("# fast")
             page.close()

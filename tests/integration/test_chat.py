@@ -137,7 +137,7 @@ async def test_slash_commands_and_persistence_without_a_model(flow: AgentFlow, h
     assert "hello" in (await chat.handle("s8", "/examples")).text
     await chat.handle("s8", "/new hello")
     assert "Saved as 'greeter'" in (await chat.handle("s8", "/save greeter")).text
-    assert "v2" in (await chat.handle("s8", "/history")).text
+    assert "draft 2" in (await chat.handle("s8", "/history")).text
     assert "Unknown command /frobnicate" in (await chat.handle("s8", "/frobnicate")).text
     flow.close()
 

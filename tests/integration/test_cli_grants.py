@@ -45,7 +45,7 @@ def test_grant_shows_what_widens_and_records_who(home: Path, capsys: pytest.Capt
 
     assert main(["grant", "notify", "--yes"]) == 0
     out = capsys.readouterr().out
-    assert f"'notify' version {version} needs, beyond its grant:" in out
+    assert f"'notify' v1 (id {version}) needs, beyond its grant:" in out
     assert "  + tool http_request\n  + egress to hooks.example.com\n  + secret HOOK_TOKEN\n" in out
     assert "granted by cli:" in out
 

@@ -22,12 +22,12 @@ from starlette.types import Message
 
 from agentflow.observability.tracer import RunTrace, SpanRecord, TraceSettings
 from agentflow.settings import Settings
-from agentflow.store.base import RunRecord
+from agentflow.store.base import RunRecord, TraceState
 from agentflow.web.auth import derive_api_token
 from agentflow.web.mlflow_mount import MlflowMount, MlflowTarget, _child_env, _request_headers, host_allowed
 from agentflow.web.server import create_app
 from agentflow.web.ui.mlflow import where
-from agentflow.web.ui.runs import TraceRow, _trace_line
+from agentflow.web.ui.runs import _trace_line
 
 pytestmark = pytest.mark.slow  # starts MLflow's server
 
@@ -170,10 +170,12 @@ def test_the_runs_tab_says_where_a_runs_trace_is() -> None:
     trace_id = "tr-" + "0" * 32
     assert "when the run finishes" in _trace_line(running, None)
     assert "trace not exported yet" in _trace_line(finished, None)
-    assert "trace not exported yet" in _trace_line(finished, TraceRow(None, "pending", "ConnectionError: down"))
-    failed = _trace_line(finished, TraceRow(None, "failed", "MlflowException: <bad>"))
+    assert "trace not exported yet" in _trace_line(
+        finished, TraceState("r", None, "pending", "ConnectionError: down", 1, 0.0)
+    )
+    failed = _trace_line(finished, TraceState("r", None, "failed", "MlflowException: <bad>", 1, 0.0))
     assert "export to MLflow failed: MlflowException: &lt;bad&gt;" in failed
-    link = _trace_line(finished, TraceRow(trace_id, "exported", None))
+    link = _trace_line(finished, TraceState("r", trace_id, "exported", None, 1, 0.0))
     assert f'href="/mlflow/-/traces/{trace_id}"' in link and 'target="_blank"' in link
 
 

@@ -28,7 +28,7 @@ async def test_terminal_conversation_builds_and_runs_a_workflow(flow: AgentFlow,
         await flow.executor.stop()
     output = stdout.getvalue()
     assert "… write_workflow…" in output
-    assert "workflow v1 (valid)" in output and "+apiVersion: agentflow/v1" in output
+    assert "draft 1 (valid)" in output and "+apiVersion: agentflow/v1" in output
     assert "succeeded" in output and "hey!" in output
 
 

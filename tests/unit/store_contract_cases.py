@@ -11,7 +11,7 @@ from typing import Any, TypedDict, TypeVar
 from langgraph.graph import END, START, StateGraph
 
 from agentflow.engine import events as ev
-from agentflow.store.base import RunRecord, Store
+from agentflow.store.base import AssistantCall, RunRecord, Store
 
 T = TypeVar("T")
 T0 = 1_790_000_000.0
@@ -69,6 +69,23 @@ def call(
         output_tokens=tokens[1],
         cost_usd=cost,
         latency_ms=10.0,
+        at=at,
+    )
+
+
+def assistant_call(
+    session_id: str, tokens: tuple[int, int], cost: float, at: float, *, error: str | None = None
+) -> AssistantCall:
+    """A model call of the chat assistant: no run, no workflow, no node."""
+    return AssistantCall(
+        session_id=session_id,
+        model="openai/gpt",
+        provider="openai",
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cost_usd=cost,
+        latency_ms=10.0,
+        error=error,
         at=at,
     )
 

@@ -857,7 +857,9 @@ def test_concurrent_postgres_migrations_apply_each_step_once(empty_postgres_url:
     assert sorted(name for (name,) in rows) == sorted(POSTGRES_STEPS)
 
 
-OLD_VERSIONS = [("wf", "bbbbbbbbbbbb", 2.0), ("wf", "aaaaaaaaaaaa", 1.0), ("wf", "cccccccccccc", 2.0), ("other", "z", 5.0)]
+OLD_VERSIONS = [
+    ("wf", "bbbbbbbbbbbb", 2.0), ("wf", "aaaaaaaaaaaa", 1.0), ("wf", "cccccccccccc", 2.0), ("other", "z", 5.0),
+]  # fmt: skip
 NUMBERED = [("other", "z", 1), ("wf", "aaaaaaaaaaaa", 1), ("wf", "bbbbbbbbbbbb", 2), ("wf", "cccccccccccc", 3)]
 
 
@@ -900,9 +902,8 @@ def test_postgres_numbers_the_versions_saved_before_numbers_existed(
 def test_postgres_numbers_two_processes_saving_one_workflow_in_turn(postgres_url: str) -> None:
     first, second = PostgresStore(postgres_url, queue=False), PostgresStore(postgres_url, queue=False)
     try:
-        saved = race(
-            *(lambda index=index: (first, second)[index % 2].save_workflow("wf", f"steps: {index}\n") for index in range(10))
-        )
+        stores = (first, second)
+        saved = race(*(lambda index=index: stores[index % 2].save_workflow("wf", f"{index}\n") for index in range(10)))
         assert sorted(version.number for version in saved) == list(range(1, 11))
     finally:
         first.close()

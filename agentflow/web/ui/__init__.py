@@ -7,6 +7,7 @@ returned Blocks at `/` (agentflow/web/server.py).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -16,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from agentflow.web.ui import chat, costs, mlflow, runs, settings, workflows
+from agentflow.web.ui import chat, costs, mlflow, overview, runs, settings, workflows
 from agentflow.web.ui.chat import Updates
 
 if TYPE_CHECKING:
@@ -52,9 +53,12 @@ def build_ui(state: AppState) -> gr.Blocks:
     with gr.Blocks(title="AgentFlow", analytics_enabled=False) as blocks:
         session = gr.BrowserState(None, storage_key=chat.SESSION_KEY, secret=browser_secret(state.settings.home))
         gr.Markdown("## AgentFlow", elem_id="title")
+        gr.HTML(f"<style>{CSS}</style>", elem_id="agentflow-style", padding=False)
         with gr.Tabs(selected="chat") as tabs:
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat_view = chat.build(state, session)
+            with gr.Tab("Overview", id="overview") as overview_tab:
+                overview_view = overview.build(state)
             with gr.Tab("Workflows", id="workflows") as workflows_tab:
                 workflows_view = workflows.build(state, chat_view, tabs)
             with gr.Tab("Runs", id="runs") as runs_tab:
@@ -76,38 +80,119 @@ def build_ui(state: AppState) -> gr.Blocks:
             **private,
         )
 
-        # Each tab reads the store when opened; only the Runs tab keeps polling, and only while open.
-        def polling(active: bool) -> Updates:
-            return {runs_view.timer: gr.Timer(active=active)}
+        # The address opens what it names: /?tab=runs&run=ID, /?tab=workflows&workflow=NAME&version=V&compare=W.
+        def route(request: gr.Request) -> Updates:
+            params = request.query_params
+            tab = params.get("tab", "")
+            if tab not in TABS:
+                return {tabs: gr.update()}  # the Chat, or whatever the person opened while the page loaded
+            updates: Updates = {tabs: gr.Tabs(selected=tab)}
+            if tab == "runs":
+                updates.update(
+                    {runs_view.table: runs_view.listing(runs.ALL), **runs_view.open(params.get("run", ""), request)}
+                )
+            elif tab == "workflows":
+                updates.update(workflows_view.refresh())
+                if params.get("workflow"):
+                    updates.update(
+                        workflows_view.show(params["workflow"], params.get("version"), params.get("compare"))
+                    )
+            elif tab == "overview":
+                updates.update(overview_view.refresh())
+            elif tab == "costs":
+                updates.update(costs_view.refresh(costs.DEFAULT_WINDOW))
+            elif tab == "settings":
+                updates.update(settings_view.refresh())
+            return updates
 
-        def open_chat() -> Updates:
-            return polling(False)
+        routed = _unique(
+            [tabs, *runs_view.outputs_all, *workflows_view.outputs, *overview_view.outputs, *costs_view.outputs,
+             *settings_view.outputs]
+        )  # fmt: skip
+        live = [runs_view.table, *runs_view.detail]
+        watched = [runs_view.status_filter, runs_view.selected]
+        on_load = blocks.load(route, outputs=routed, show_progress="hidden", **private)
+        on_load.then(None, js="() => { window.agentflowRouted = true; }", **private)
+        # Selecting the tab — by a click, or by the route above — starts its live stream; leaving it stops it.
+        runs_tab.select(runs_view.follow, inputs=watched, outputs=live, show_progress="hidden", **private)
+        address_js = ADDRESS_JS % json.dumps({LABELS[tab_id]: tab_id for tab_id in TABS})
+        runs_tab.select(None, js=address_js, **private)
 
-        def open_workflows() -> Updates:
-            return {**workflows_view.refresh(), **polling(False)}
+        def on_open(tab: gr.Tab, handler: Any = None, **listener: Any) -> None:
+            # A tab's select event also fires when it is left: only opening it stops the Runs stream
+            # and refreshes it.
+            def opened(event: gr.SelectData, request: gr.Request) -> Updates | None:
+                return opened_with(None, event, request)
 
-        def open_runs(status: str, run_id: str, shown: str) -> Updates:
-            return {**runs_view.refresh(status, run_id, shown), **polling(True)}
+            def opened_with(value: Any, event: gr.SelectData, request: gr.Request) -> Updates | None:
+                if event.selected:
+                    runs_view.stop(request)
+                if handler is None:
+                    return None  # no outputs
+                if not event.selected:
+                    return {}
+                return handler(value) if "inputs" in listener else handler()
 
-        def open_mlflow() -> Updates:
-            return polling(False)
+            tab.select(None, js=address_js, **private)
+            tab.select(opened_with if "inputs" in listener else opened, **listener, **private)
 
-        def open_costs(window: str) -> Updates:
-            return {**costs_view.refresh(window), **polling(False)}
-
-        def open_settings() -> Updates:
-            return {**settings_view.refresh(), **polling(False)}
-
-        timer = runs_view.timer
-        chat_tab.select(open_chat, outputs=timer, **private)
-        workflows_tab.select(open_workflows, outputs=[workflows_view.table, workflows_view.hint, timer], **private)
-        runs_tab.select(
-            open_runs,
-            inputs=[runs_view.status_filter, runs_view.selected, runs_view.shown],
-            outputs=[runs_view.table, *runs_view.detail, timer],
-            **private,
-        )
-        costs_tab.select(open_costs, inputs=costs_view.window, outputs=[*costs_view.outputs, timer], **private)
-        mlflow_tab.select(open_mlflow, outputs=timer, **private)
-        settings_tab.select(open_settings, outputs=[*settings_view.outputs, timer], **private)
+        on_open(chat_tab)
+        on_open(overview_tab, overview_view.refresh, outputs=overview_view.outputs)
+        on_open(workflows_tab, workflows_view.refresh, outputs=workflows_view.outputs)
+        on_open(costs_tab, costs_view.refresh, inputs=costs_view.window, outputs=costs_view.outputs)
+        on_open(mlflow_tab)
+        on_open(settings_tab, settings_view.refresh, outputs=settings_view.outputs)
     return blocks
+
+
+CSS = """
+#agentflow-style { display: none; }
+.console details { margin: 0.2em 0; }
+.console-node { border-left: 3px solid #93c5fd; padding: 0.1em 0 0.1em 0.7em; margin: 0.4em 0; }
+.console-node > summary { cursor: pointer; }
+.console-call { margin: 0.3em 0 0.3em 1.2em; }
+.console-call > summary { cursor: pointer; color: #4b5563; }
+.console-pre { white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto;
+  background: rgba(127, 127, 127, 0.08); padding: 0.4em 0.6em; border-radius: 4px; margin: 0.2em 0; }
+.console-msg { margin: 0.3em 0 0.3em 0.5em; }
+.console-error, .console-failed { color: #dc2626; }
+.console-succeeded { color: #16a34a; }
+.console-running { color: #2563eb; }
+.console-waiting { border-left: 3px solid #f59e0b; padding: 0.3em 0.7em; margin: 0.5em 0; }
+.console h5 { margin: 0.4em 0 0.1em 0; font-size: 0.85em; text-transform: uppercase; color: #6b7280; }
+"""
+
+LABELS = {
+    "chat": "Chat", "overview": "Overview", "workflows": "Workflows", "runs": "Runs", "costs": "Costs",
+    "mlflow": "MLflow", "settings": "Settings",
+}  # fmt: skip
+TABS = tuple(LABELS)
+
+# The address bar follows what is open, read from the page once it has settled (a tab's select
+# event also fires when it is left, so the handler must not trust which tab fired it).
+ADDRESS_JS = """() => {
+  if (!window.agentflowRouted) return;  // the first selects come before the address was read
+  setTimeout(() => {
+    const tabs = %s;
+    const label = document.querySelector('button[role="tab"][aria-selected="true"]')?.textContent.trim();
+    const tab = tabs[label];
+    if (!tab) return;
+    let address = `/?tab=${tab}`;
+    if (tab === "runs") {
+      const run = document.querySelector('#run-detail a[href^="/?tab=runs&run="]');
+      if (run) address = run.getAttribute("href");
+    } else if (tab === "workflows") {
+      const version = document.querySelector("#workflow-heading a.permalink");
+      if (version) address = version.getAttribute("href");
+    }
+    window.history.replaceState(null, "", address);
+  }, 50);
+}"""
+
+
+def _unique(components: list[Any]) -> list[Any]:
+    """Each component once (Gradio refuses an output listed twice), in order."""
+    kept: dict[int, Any] = {}
+    for component in components:
+        kept.setdefault(id(component), component)
+    return list(kept.values())

@@ -24,6 +24,7 @@ from gradio.components import Component
 from agentflow.chat.engine import ConversationEngine, Progress, Reply
 from agentflow.chat.workspace import Workspace
 from agentflow.spec.models import InputSpec
+from agentflow.versions import VersionRef
 
 if TYPE_CHECKING:
     from agentflow.web.server import AppState
@@ -78,15 +79,20 @@ def workflow_inputs(engine: ConversationEngine, source: str | None) -> dict[str,
     return dict(workflow.spec.inputs) if workflow else {}
 
 
-def status_line(errors: list[str], *, saved: int | None, applied: bool, empty: bool = False) -> str:
+def status_line(
+    errors: list[str], *, draft: int | None, applied: bool, empty: bool = False, stored: VersionRef | None = None
+) -> str:
+    """The editor's status; "draft" and "version" as docs/versions.md defines them."""
     if empty:
         return "No workflow yet — describe one in the chat, or type `/new` or `/examples`."
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
-        return f"✗ **Not valid** — {count}, nothing saved:\n" + "\n".join(f"- {error}" for error in errors)
+        return f"✗ **Not valid** — {count}, nothing applied:\n" + "\n".join(f"- {error}" for error in errors)
+    if applied and stored is not None:
+        return f"✓ **Valid** — draft {draft}, saved as **{stored.title}**"
     if applied:
-        return f"✓ **Valid** — saved as version {saved}"
-    return "✓ **Valid** — not saved yet: **Apply edit** makes it a new version"
+        return f"✓ **Valid** — draft {draft}, not saved as a version yet (`/save NAME` or Run saves it)"
+    return "✓ **Valid** — not applied yet: **Apply edit** makes it a new draft"
 
 
 def run_line(engine: ConversationEngine, run_id: str) -> str:
@@ -167,13 +173,13 @@ class ChatTab:
             visible=model is None, value="**No model is configured.** " + engine.not_configured()
         )
         if edited and reply.valid is False:
-            updates[self.status] = status_line(reply.errors, saved=reply.version, applied=False)
+            updates[self.status] = status_line(reply.errors, draft=reply.draft, applied=False)
         elif edited:
-            updates[self.status] = status_line([], saved=reply.version, applied=True)
+            updates[self.status] = status_line([], draft=reply.draft, applied=True, stored=reply.saved)
         else:
-            status = status_line([], saved=reply.version, applied=True, empty=reply.yaml is None)
-            if reply.valid is False and reply.errors:  # the assistant gave up: its draft was never saved
-                status += "\n\nThe assistant's last draft was not valid, so it was not saved:\n" + "\n".join(
+            status = status_line([], draft=reply.draft, applied=True, empty=reply.yaml is None, stored=reply.saved)
+            if reply.valid is False and reply.errors:  # the assistant gave up: its draft was never kept
+                status += "\n\nThe assistant's last attempt was not valid, so it was not kept:\n" + "\n".join(
                     f"- {error}" for error in reply.errors
                 )
             updates[self.status] = status
@@ -299,7 +305,7 @@ class ChatTab:
     async def grant_current(
         self, history: list[dict[str, Any]] | None, session_id: str | None, form_key: str, request: gr.Request
     ) -> AsyncIterator[Updates]:
-        """The Grant button: the person grants what the current version needs, as `/grant` in the conversation."""
+        """The Grant button: the person grants what the current draft needs, as `/grant` in the conversation."""
         async for update in self.turn("/grant", history, session_id, form_key, request):
             yield update
 
@@ -331,16 +337,22 @@ class ChatTab:
         current = engine.history.current(session_id) if session_id else None
         if not source.strip():
             if current is None:
-                return status_line([], saved=None, applied=False, empty=True)
-            return f"✗ **Empty** — nothing to save; reload the page to get version {current.number} back"
+                return status_line([], draft=None, applied=False, empty=True)
+            return f"✗ **Empty** — nothing to apply; reload the page to get draft {current.number} back"
         normalized = source if source.endswith("\n") else source + "\n"
         applied = current is not None and current.source == normalized
-        return status_line(engine.check(source), saved=current.number if current else None, applied=applied)
+        stored = Workspace(engine.flow, engine.history, session_id).stored() if applied and session_id else None
+        return status_line(
+            engine.check(source),
+            draft=current.number if current else None,
+            applied=applied,
+            stored=VersionRef.of(stored) if stored is not None else None,
+        )
 
     def apply_edit(
         self, session_id: str | None, source: str, form_key: str, stamp: str, request: gr.Request
     ) -> Updates:
-        """Save the editor's YAML as a new version, or show its errors (the text stays for fixing)."""
+        """Apply the editor's YAML as a new draft, or show its errors (the text stays for fixing)."""
         session_id = session_id or uuid.uuid4().hex
         self.saved_at[session_id] = max(self.saved_at.get(session_id, 0.0), _moment(stamp))
         engine = engine_of(self.state)
@@ -369,7 +381,7 @@ def review_text(missing: list[str]) -> str:
         return ""
     lines = "\n".join(f"- {line}" for line in missing)
     return (
-        "⚠ **Needs your grant before it can run.** This version may use, beyond what was granted:\n"
+        "⚠ **Needs your grant before it can run.** This draft may use, beyond what was granted:\n"
         f"{lines}\n\nCheck the diff, then **Grant** (or type `/grant`)."
     )
 
@@ -411,7 +423,7 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
                     for _ in range(MAX_ACTIONS)
                 ]
         with gr.Column(scale=5):
-            status = gr.Markdown(status_line([], saved=None, applied=False, empty=True), elem_id="validation-status")
+            status = gr.Markdown(status_line([], draft=None, applied=False, empty=True), elem_id="validation-status")
             editor = gr.Code(
                 language="yaml",
                 interactive=True,
@@ -507,8 +519,8 @@ def wire(tab: ChatTab) -> None:
     )
 
     async def chat(message: str, session_id: str = "") -> tuple[str, dict[str, Any]]:
-        """One chat turn: the assistant's reply text, then the reply's details (yaml, valid, errors, version,
-        run_ids, actions) and the session_id to pass on the next call to continue the conversation."""
+        """One chat turn: the assistant's reply text, then the reply's details (yaml, valid, errors, draft, saved,
+        run_ids, actions; `version` is the draft too) and the session_id to pass on to continue the conversation."""
         engine = await asyncio.to_thread(engine_of, tab.state)
         session = session_id.strip() or uuid.uuid4().hex
         reply = await engine.handle(session, message_text(message), channel="web")

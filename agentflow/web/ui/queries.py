@@ -1,8 +1,7 @@
 """What the tabs read from the store, as pandas DataFrames ready for tables and plots.
 
-Spend comes from the same rows the budgets use: a run's `tokens`/`cost_usd`
-(summed from its LLM calls) for days and workflows, and `node_runs` (which
-record the model that answered) for models.
+Spend (Costs and Overview) comes from one source, the cost ledger — every
+provider call, a run's or the chat assistant's — which the budgets read too.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import pandas as pd
 import yaml
 
 from agentflow.progress import node_table
-from agentflow.store.base import LedgerStore, RunRecord, RunStore, WorkflowStore
+from agentflow.store.base import CostRow, DailyCost, LedgerStore, RunRecord, RunStore, WorkflowStore
 
 RUN_COLUMNS = ["run", "workflow", "status", "trigger", "started", "duration", "tokens", "cost (USD)"]
 NODE_COLUMNS = ["node", "type", "status", "attempts", "latency (ms)", "tokens", "cost (USD)", "error"]
@@ -108,8 +107,7 @@ def _event_detail(event: dict[str, Any]) -> str:
     return ""
 
 
-def events_frame(store: RunStore, run_id: str, *, limit: int = 500) -> pd.DataFrame:
-    events = store.events(run_id)[-limit:]
+def events_frame(events: list[dict[str, Any]], *, limit: int = 500) -> pd.DataFrame:
     rows = [
         [
             datetime.fromtimestamp(event.get("at", 0)).strftime("%H:%M:%S.%f")[:-3],
@@ -117,7 +115,7 @@ def events_frame(store: RunStore, run_id: str, *, limit: int = 500) -> pd.DataFr
             event.get("node_id") or "",
             _event_detail(event),
         ]
-        for event in events
+        for event in events[-limit:]
     ]
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
@@ -144,6 +142,9 @@ def workflows_frame(store: WorkflowStore) -> pd.DataFrame:
 
 # -- spend ----------------------------------------------------------------------------------
 
+SOURCES = {"run": "runs", "assistant": "assistant"}  # the ledger's sources, as charts name them
+LEDGER_COLUMNS = ["calls", "tokens in", "tokens out", "cost_usd"]
+
 
 def since(days: int | None) -> float:
     """The start of the window: local midnight `days - 1` days ago, or 0 for all time."""
@@ -153,29 +154,55 @@ def since(days: int | None) -> float:
     return datetime.combine(start, datetime.min.time()).timestamp()
 
 
+def window_days(days: int) -> list[str]:
+    """The local dates of the last `days` days, oldest first."""
+    first = date.today() - timedelta(days=days - 1)
+    return [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
+
+
+def tokens(count: int) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}k" if count >= 1e4 else f"{count:,}"
+
+
+def totals(store: LedgerStore, start: float) -> dict[str, CostRow]:
+    """The ledger since `start` by source ("run", "assistant"), and "all" of it."""
+    found = {row.key: row for row in store.spend(by="source", since=start)}
+    rows = list(found.values())
+    found["all"] = CostRow(
+        "all",
+        sum(row.calls for row in rows),
+        sum(row.input_tokens for row in rows),
+        sum(row.output_tokens for row in rows),
+        sum(row.cost_usd for row in rows),
+    )
+    return found
+
+
 def spend_by_day(store: LedgerStore, days: int | None) -> pd.DataFrame:
-    """One row per day in the window (days without runs show as zero), oldest first."""
-    found = {row.key: (row.runs, row.tokens, row.cost_usd) for row in store.run_totals(by="day", since=since(days))}
-    if days:
-        first = date.today() - timedelta(days=days - 1)
-        every_day = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
-    else:
-        every_day = sorted(found)
-    data = [[day, *found.get(day, (0, 0, 0.0))] for day in every_day]
-    return pd.DataFrame(data, columns=["day", "runs", "tokens", "cost_usd"])
+    """Calls, tokens and spend per day and source (runs, assistant), oldest first; a window's days
+    without calls are zero. No rows at all when the window has no call (the tab says so instead)."""
+    cells = store.daily_spend(by="source", since=since(days))
+    found = {(cell.day, cell.key): cell for cell in cells}
+    present = [source for source in SOURCES if any(cell.key == source for cell in cells)]
+    every_day = window_days(days) if days and cells else sorted({cell.day for cell in cells})
+    data = []
+    for day in every_day:
+        for source in present:
+            cell = found.get((day, source)) or DailyCost(day, source, 0, 0, 0, 0.0)
+            data.append([day, SOURCES[source], cell.calls, cell.input_tokens + cell.output_tokens, cell.cost_usd])
+    return pd.DataFrame(data, columns=["day", "source", "calls", "tokens", "cost_usd"])
 
 
-def spend_by_workflow(store: LedgerStore, days: int | None) -> pd.DataFrame:
-    rows = store.run_totals(by="workflow", since=since(days))
-    data = [[row.key, row.runs, row.tokens, row.cost_usd] for row in rows]
-    return pd.DataFrame(data, columns=["workflow", "runs", "tokens", "cost_usd"])
-
-
-def spend_by_model(store: LedgerStore, days: int | None) -> pd.DataFrame:
-    """Spend per model and its provider (the LiteLLM prefix); retries and map branches included."""
-    rows = store.model_totals(since=since(days))
-    data = [[row.key, _provider(row.key), row.runs, row.tokens, row.cost_usd] for row in rows]
-    return pd.DataFrame(data, columns=["model", "provider", "node runs", "tokens", "cost_usd"])
+def ledger_frame(store: LedgerStore, by: str, days: int | None) -> pd.DataFrame:
+    """The ledger grouped by model, provider, workflow, node or source: calls, tokens in and out, cost."""
+    rows = store.spend(by=by, since=since(days))
+    data = [[row.key, row.calls, row.input_tokens, row.output_tokens, row.cost_usd] for row in rows]
+    frame = pd.DataFrame(data, columns=[by, *LEDGER_COLUMNS])
+    if by == "source":
+        frame[by] = frame[by].map(lambda source: SOURCES.get(source, source))
+    if by == "model":
+        frame.insert(1, "provider", frame["model"].map(_provider))
+    return frame
 
 
 def _provider(model: str) -> str:
@@ -183,11 +210,17 @@ def _provider(model: str) -> str:
     return prefix if slash else "openai"  # LiteLLM's default when a model has no prefix
 
 
-def totals(store: LedgerStore, days: int | None) -> dict[str, Any]:
-    rows = store.run_totals(by=None, since=since(days))
-    total = rows[0] if rows else None
-    return {
-        "runs": total.runs if total else 0,
-        "tokens": total.tokens if total else 0,
-        "cost_usd": total.cost_usd if total else 0.0,
-    }
+def tokens_by_workflow_and_day(store: LedgerStore, days: int) -> pd.DataFrame:
+    """Tokens per workflow (the assistant's as ASSISTANT) per day of the window: one row per workflow,
+    a column per day oldest first, the workflows that used most first. Empty without calls."""
+    cells = store.daily_spend(by="workflow", since=since(days))
+    if not cells:
+        return pd.DataFrame()
+    long = pd.DataFrame(
+        [[cell.key, cell.day, cell.input_tokens + cell.output_tokens] for cell in cells],
+        columns=["workflow", "day", "tokens"],
+    )
+    grid = long.pivot_table(index="workflow", columns="day", values="tokens", aggfunc="sum", fill_value=0)
+    grid = grid.reindex(columns=window_days(days), fill_value=0)
+    order = grid.sum(axis=1).sort_values(ascending=False, kind="stable").index
+    return grid.loc[order].astype(int)

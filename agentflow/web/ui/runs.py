@@ -1,55 +1,66 @@
-"""The Runs tab: a live list of runs; a run's per-node timeline, events, inputs, outputs and errors;
-a link to its trace in the MLflow UI; approve, reject, cancel and re-run.
+"""The Runs tab: a live list of runs and the run console — timeline, each node's calls (prompt sent,
+reply), tool calls, outputs, errors and retries, the approval it waits for — with approve, reject,
+cancel and re-run as a person's actions.
 
-Decisions and cancels only change the store: the background executor picks
-the run up again by itself (an approved run is queued; a cancel is noticed by
-the process running it).
+Live without timers: while the tab is open, `follow` (an async generator Gradio streams from) reads
+the live feed (agentflow/engine/feed.py) and redraws what changed — the list on any event, the open
+run when one of its events arrives — at most once per FRAME_SECONDS, so a slow browser gets the
+latest state instead of every intermediate one and never holds a run back. Decisions and cancels
+only change the store: the executor picks the run up again by itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, get_args
+from urllib.parse import urlencode
 
 import gradio as gr
 import pandas as pd
 from gradio.components import Component
 
-from agentflow.engine.events import RunStatus
+from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
+from agentflow.engine.feed import Subscription
 from agentflow.observability.profile import profile
-from agentflow.store.base import RunRecord
+from agentflow.store.base import RunRecord, TraceState
 from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
-from agentflow.web.ui import queries
+from agentflow.web.ui import console, queries
 from agentflow.web.ui.chat import Updates, engine_of
-from agentflow.web.ui.timeline import gantt
+from agentflow.web.ui.timeline import bars, svg
 
 if TYPE_CHECKING:
     from agentflow.runtime import AgentFlow
     from agentflow.web.server import AppState
 
-REFRESH_SECONDS = 2.0
+FRAME_SECONDS = 0.1
+BOTTLENECK_SECONDS = 15.0
 ALL = "all"
 CANCELLABLE = ("queued", "running", "waiting_approval")
-PICK = "Click a run in the list to see its timeline, inputs and outputs."
+LIST_LIMIT = 200
+PICK = "Click a run in the list to open its console."
 
 
-class TraceRow(NamedTuple):
-    """A run's row in `run_traces`, written by the trace exporter (agentflow/observability/exporter.py)."""
+def link(**params: str) -> str:
+    """A same-origin address of the app: `/?tab=runs&run=…` (see docs/live-operations.md)."""
+    return "/?" + urlencode(params)
 
-    trace_id: str | None
-    state: str
-    error: str | None
+
+def trace_url(trace_id: str) -> str:
+    """Opens the trace in the MLflow UI: /mlflow/-/traces/ redirects to the UI's page of its experiment."""
+    return f"{MLFLOW_PREFIX}/-/traces/{trace_id}"
 
 
 @dataclass
 class RunsTab:
     state: AppState
-    timer: gr.Timer
     status_filter: gr.Dropdown
     table: gr.Dataframe
     selected: gr.State
-    shown: gr.State
     header: gr.Markdown
     trace: gr.HTML
     approval: gr.Markdown
@@ -59,19 +70,22 @@ class RunsTab:
     cancel: gr.Button
     rerun: gr.Button
     result: gr.Markdown
+    console: gr.HTML
+    gantt: gr.HTML
+    bottleneck: gr.Markdown
     nodes: gr.Dataframe
     events: gr.Dataframe
     inputs: gr.JSON
     outputs: gr.JSON
-    gantt: gr.Plot
-    bottleneck: gr.Markdown
+    # What each open browser tab shows, by Gradio session: the live loop reads it on every redraw.
+    focus: dict[str, str] = field(default_factory=dict)
+    filters: dict[str, str] = field(default_factory=dict)
+    _live: dict[str, Subscription] = field(default_factory=dict)
+    _bottlenecks: OrderedDict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=OrderedDict)
 
     @property
     def detail(self) -> list[Component]:
         return [
-            self.gantt,
-            self.bottleneck,
-            self.shown,
             self.header,
             self.trace,
             self.approval,
@@ -79,6 +93,9 @@ class RunsTab:
             self.reject,
             self.cancel,
             self.rerun,
+            self.console,
+            self.gantt,
+            self.bottleneck,
             self.nodes,
             self.events,
             self.inputs,
@@ -86,40 +103,57 @@ class RunsTab:
         ]
 
     @property
+    def outputs_all(self) -> list[Component]:
+        return [self.table, self.selected, self.result, *self.detail]
+
+    @property
     def flow(self) -> AgentFlow:
         return engine_of(self.state).flow
 
+    # -- rendering ----------------------------------------------------------------------------
+
     def listing(self, status: str) -> pd.DataFrame:
         statuses = () if status in ("", ALL) else (status,)
-        return queries.runs_frame(self.flow.store.list_runs(limit=200, statuses=statuses))
+        return queries.runs_frame(self.flow.store.list_runs(limit=LIST_LIMIT, statuses=statuses))
+
+    def find(self, run_id: str) -> RunRecord | None:
+        """A run by id or by the short id the list shows."""
+        store = self.flow.store
+        if not run_id:
+            return None
+        run = store.get_run(run_id)
+        if run is None and len(run_id) >= 4:
+            matches = store.find_run(run_id)
+            run = matches[0] if len(matches) == 1 else None
+        return run
 
     def show(self, run_id: str) -> Updates:
-        """The detail panel for one run (or its empty state)."""
+        """The run console for one run (or its empty state)."""
         store = self.flow.store
-        run = store.get_run(run_id) if run_id else None
+        run = self.find(run_id)
         if run is None:
             return {
-                self.shown: "",
-                self.header: PICK,
+                self.header: PICK if not run_id else f"No run `{escape(run_id)}` here: pick one from the list.",
                 self.trace: "",
                 self.approval: gr.update(visible=False, value=""),
                 **{
                     button: gr.update(interactive=False)
                     for button in (self.approve, self.reject, self.cancel, self.rerun)
                 },
+                self.console: "",
+                self.gantt: "",
+                self.bottleneck: "",
                 self.nodes: queries.nodes_frame(store, ""),
-                self.events: queries.events_frame(store, ""),
+                self.events: queries.events_frame([]),
                 self.inputs: None,
                 self.outputs: None,
-                self.gantt: None,
-                self.bottleneck: "",
             }
         pending = store.pending_approval(run.id) if run.status == "waiting_approval" else None
-        trace = self.trace_of(run.id)
+        events = store.events(run.id)
+        bottleneck = self.bottleneck_of(run)
         return {
-            self.shown: _fingerprint(run, trace),
-            self.header: _header(run),
-            self.trace: _trace_line(run, trace),
+            self.header: self.heading(run),
+            self.trace: _trace_line(run, store.trace_of(run.id)),
             self.approval: gr.update(
                 visible=pending is not None,
                 value=f"**Waiting for approval at `{pending.node_id}`:**\n\n{pending.message}" if pending else "",
@@ -128,56 +162,130 @@ class RunsTab:
             self.reject: gr.update(interactive=pending is not None),
             self.cancel: gr.update(interactive=run.status in CANCELLABLE),
             self.rerun: gr.update(interactive=True),
+            self.console: console.render(events, pending=pending.message if pending else None),
+            self.gantt: svg(bars(events, now=time.time()), bottleneck=bottleneck[0] if bottleneck else None),
+            self.bottleneck: bottleneck[1] if bottleneck else "",
             self.nodes: queries.nodes_frame(store, run.id),
-            self.events: queries.events_frame(store, run.id),
+            self.events: queries.events_frame(events),
             self.inputs: run.inputs,
             self.outputs: run.outputs,
-            **self.timeline(run),
         }
 
-    def timeline(self, run: RunRecord) -> Updates:
-        """The run's Gantt chart, with the node that bottlenecks its workflow (over recent runs) marked."""
+    def heading(self, run: RunRecord) -> str:
         store = self.flow.store
-        found = profile(store, run.workflow, last=50)
-        slowest = found.bottleneck
-        note = (
-            f"**Bottleneck of `{run.workflow}`** (last {found.runs} runs): `{slowest.node_id}` — "
-            f"{slowest.critical_share:.0%} of the critical path, p95 {slowest.p95_ms:.0f} ms, "
-            f"{slowest.cost_share:.0%} of the cost. `agentflow profile {run.workflow}` shows every node."
-            if slowest
-            else ""
-        )
-        return {
-            self.gantt: gantt(store.node_runs(run.id), bottleneck=slowest.node_id if slowest else None),
-            self.bottleneck: note,
-        }
+        version_link = link(tab="workflows", workflow=run.workflow, version=run.version)
+        parts = [
+            f"workflow [**{run.workflow}** ({run.version})]({version_link})",
+            f"trigger {run.trigger}",
+            f"created {queries.when(run.created_at)}",
+            f"duration {queries.duration(run)}",
+            f"{run.steps} steps",
+            f"{run.tokens} tokens",
+            queries.money(run.cost_usd),
+        ]
+        versions = [stored.version for stored in store.list_versions(run.workflow)]
+        if run.version in versions and versions.index(run.version) + 1 < len(versions):
+            previous = versions[versions.index(run.version) + 1]  # newest first
+            diff = link(tab="workflows", workflow=run.workflow, version=run.version, compare=previous)
+            parts.append(f"[diff with the version before]({diff})")
+        if run.executed_by:
+            parts.append(f"executed by `{run.executed_by}`")
+        share = link(tab="runs", run=run.id)
+        lines = [f"### Run `{run.id}` — {run.status}", " · ".join(parts), f"Link to this run: [{share}]({share})"]
+        if run.cancel_requested and run.status == "running":
+            lines.append("_Cancel requested; stopping at the next step._")
+        if run.error:
+            lines.append(f"**Error:** {run.error}")
+        return "\n\n".join(lines)
 
-    def trace_of(self, run_id: str) -> TraceRow | None:
-        """The run's trace export state; None while the exporter has not tried (or tracing is off)."""
-        state = self.flow.store.trace_of(run_id)
-        return TraceRow(state.trace_id, state.state, state.error) if state else None
+    def bottleneck_of(self, run: RunRecord) -> tuple[str, str] | None:
+        """The workflow's bottleneck over its recent runs, as (node id, note); recomputed at most every
+        BOTTLENECK_SECONDS per workflow, and when a run finished since (a live run redraws often)."""
+        cached = self._bottlenecks.get(run.workflow)
+        if cached is None or time.time() - cached[0] > BOTTLENECK_SECONDS or (run.finished_at or 0) > cached[0]:
+            found = profile(self.flow.store, run.workflow, last=50)
+            slowest = found.bottleneck
+            note = None
+            if slowest is not None:
+                note = (
+                    slowest.node_id,
+                    f"**Bottleneck of `{run.workflow}`** (last {found.runs} runs): `{slowest.node_id}` — "
+                    f"{slowest.critical_share:.0%} of the critical path, p95 {slowest.p95_ms:.0f} ms, "
+                    f"{slowest.cost_share:.0%} of the cost. `agentflow profile {run.workflow}` shows every node.",
+                )
+            cached = self._bottlenecks[run.workflow] = (time.time(), note)
+            while len(self._bottlenecks) > 64:
+                self._bottlenecks.popitem(last=False)
+        return cached[1]
 
-    # -- event handlers ------------------------------------------------------------------------
+    # -- live --------------------------------------------------------------------------------
 
-    def refresh(self, status: str, run_id: str, shown: str) -> Updates:
-        updates: Updates = {self.table: self.listing(status)}
-        run = self.flow.store.get_run(run_id) if run_id else None
-        # Redraw the panel only when the run (or its trace) moved on, so reading it is not disturbed every tick.
-        if (_fingerprint(run, self.trace_of(run.id)) if run else "") != shown:
-            updates.update(self.show(run_id))
+    async def follow(
+        self, status: str, run_id: str, event: gr.SelectData, request: gr.Request
+    ) -> AsyncIterator[Updates]:
+        """Stream the list and the open run while the tab is open: until `stop`, or until Gradio
+        cancels it when the browser goes away."""
+        if not event.selected:  # the tab's select event also fires when it is left
+            return
+        session = request.session_hash or ""
+        self.stop(request)  # at most one stream per browser tab
+        self.filters[session] = status
+        self.focus.setdefault(session, run_id)
+        subscription = self._live[session] = await self.flow.feed.subscribe(limit=1000, changes=True)
+        try:
+            yield await asyncio.to_thread(self._frame, session, True)
+            while True:
+                batch = await subscription.next()
+                await asyncio.sleep(FRAME_SECONDS)  # let a burst of events make one redraw, not many
+                batch += await subscription.next(0)
+                if subscription.closed:
+                    return
+                focused = self.focus.get(session, "")
+                redraw_run = subscription.take_lag() or any(
+                    event.get("run_id", "").startswith(focused) for event in batch if focused
+                )
+                yield await asyncio.to_thread(self._frame, session, redraw_run)
+        finally:
+            subscription.close()
+            if self._live.get(session) is subscription:
+                del self._live[session]
+
+    def stop(self, request: gr.Request) -> None:
+        """End this browser tab's live stream (another tab was opened)."""
+        subscription = self._live.get(request.session_hash or "")
+        if subscription is not None:
+            subscription.close()
+
+    def _frame(self, session: str, with_run: bool) -> Updates:
+        updates: Updates = {self.table: self.listing(self.filters.get(session, ALL))}
+        if with_run:
+            updates.update(self.show(self.focus.get(session, "")))
         return updates
 
-    def pick(self, event: gr.SelectData) -> Updates:
+    # -- a person's actions -------------------------------------------------------------------
+
+    def open(self, run_id: str, request: gr.Request) -> Updates:
+        """Open a run directly (from its address)."""
+        run = self.find(run_id)
+        chosen = run.id if run else run_id
+        self.focus[request.session_hash or ""] = chosen
+        return {self.selected: chosen, self.result: "", **self.show(chosen)}
+
+    def pick(self, event: gr.SelectData, request: gr.Request) -> Updates:
         row = event.row_value or []
-        matches = self.flow.store.find_run(str(row[0])) if row else []
-        run_id = matches[0].id if len(matches) == 1 else ""
-        return {self.selected: run_id, self.result: "", **self.show(run_id)}
+        return self.open(str(row[0]) if row else "", request)
+
+    def filter(self, status: str, request: gr.Request) -> Updates:
+        self.filters[request.session_hash or ""] = status
+        return {self.table: self.listing(status)}
 
     def decide(self, run_id: str, comment: str, *, approved: bool) -> Updates:
-        decided = self.flow.store.decide_approval(run_id, approved=approved, comment=comment.strip() or None)
+        flow = self.flow
+        decided = flow.store.decide_approval(run_id, approved=approved, comment=comment.strip() or None)
         if decided is None:
             message = "This run has no pending approval any more (someone may have decided it already)."
         else:
+            flow.executor.wake()
             verb = "Approved" if approved else "Rejected"
             message = f"{verb} `{decided.node_id}`; the run continues in the background."
         return {self.result: message, self.comment: "", **self.show(run_id)}
@@ -190,12 +298,13 @@ class RunsTab:
 
     def do_cancel(self, run_id: str) -> Updates:
         if self.flow.store.request_cancel(run_id):
+            self.flow.bus.changed(run_id)  # a queued or waiting run ended here: wake whoever follows it
             message = "Cancel requested; a running run stops at its next step."
         else:
             message = "Only queued, waiting or running runs can be cancelled."
         return {self.result: message, **self.show(run_id)}
 
-    async def do_rerun(self, run_id: str, status: str) -> Updates:
+    async def do_rerun(self, run_id: str, status: str, request: gr.Request) -> Updates:
         """A new run of the same workflow version with the same inputs."""
         store = self.flow.store
         run = store.get_run(run_id)
@@ -205,6 +314,7 @@ class RunsTab:
         if stored is None:
             return {self.result: f"Version {run.version} of '{run.workflow}' is no longer stored; it cannot run again."}
         new = await self.state.start_run(stored, run.inputs, trigger="rerun")  # on the loop: it wakes the executor
+        self.focus[request.session_hash or ""] = new.id
         return {
             self.selected: new.id,
             self.result: f"Started run `{new.id[:12]}` (re-run of `{run.id[:12]}`).",
@@ -213,18 +323,8 @@ class RunsTab:
         }
 
 
-def _fingerprint(run: RunRecord, trace: TraceRow | None) -> str:
-    seen = f"{run.id}|{run.status}|{run.steps}|{run.tokens}|{run.finished_at}|{run.cancel_requested}"
-    return f"{seen}|{trace.state if trace else ''}"
-
-
-def trace_url(trace_id: str) -> str:
-    """Opens the trace in the MLflow UI: /mlflow/-/traces/ redirects to the UI's page of its experiment."""
-    return f"{MLFLOW_PREFIX}/-/traces/{trace_id}"
-
-
-def _trace_line(run: RunRecord, trace: TraceRow | None) -> str:
-    if run.finished_at is None:
+def _trace_line(run: RunRecord, trace: TraceState | None) -> str:
+    if run.status not in TERMINAL_STATUSES:
         return "<p><b>Trace:</b> written to MLflow when the run finishes.</p>"
     if trace is not None and trace.state == "failed":
         return f"<p><b>Trace:</b> the export to MLflow failed: {escape(trace.error or 'no reason recorded')}</p>"
@@ -236,48 +336,38 @@ def _trace_line(run: RunRecord, trace: TraceRow | None) -> str:
     )
 
 
-def _header(run: RunRecord) -> str:
-    parts = [
-        f"workflow **{run.workflow}** ({run.version})",
-        f"trigger {run.trigger}",
-        f"created {queries.when(run.created_at)}",
-        f"duration {queries.duration(run)}",
-        f"{run.steps} steps",
-        f"{run.tokens} tokens",
-        queries.money(run.cost_usd),
-    ]
-    lines = [f"### Run `{run.id}` — {run.status}", " · ".join(parts)]
-    if run.cancel_requested and run.status == "running":
-        lines.append("_Cancel requested; stopping at the next step._")
-    if run.error:
-        lines.append(f"**Error:** {run.error}")
-    return "\n\n".join(lines)
+# URL bar: the address of what is open, so a reload or a shared link opens it again.
+SHOW_RUN_JS = """() => {
+  if (!window.agentflowRouted) return;  // the first select comes before the address was read
+  const link = document.querySelector('#run-detail a[href^="/?tab=runs&run="]');
+  window.history.replaceState(null, "", link ? link.getAttribute("href") : "/?tab=runs");
+}"""
 
 
 def build(state: AppState) -> RunsTab:
-    timer = gr.Timer(REFRESH_SECONDS, active=False)
     with gr.Row():
         status_filter = gr.Dropdown([ALL, *get_args(RunStatus)], value=ALL, label="Status", scale=1)
-        gr.Markdown(f"Refreshes every {REFRESH_SECONDS:g} s while this tab is open.")
+        gr.Markdown("Live: the list and the open run update as their events arrive.", elem_id="runs-live")
     table = gr.Dataframe(
         headers=queries.RUN_COLUMNS, interactive=False, label="Runs (click one)", max_height=360, elem_id="runs-table"
     )
     selected = gr.State("")
-    shown = gr.State("")
     header = gr.Markdown(PICK, elem_id="run-detail")
     trace = gr.HTML("", elem_id="run-trace")
     approval = gr.Markdown(visible=False, elem_id="run-approval")
     with gr.Row():
-        comment = gr.Textbox(label="Comment (for approve / reject)", scale=4)
-        approve = gr.Button("Approve", variant="primary", interactive=False, scale=1)
-        reject = gr.Button("Reject", variant="stop", interactive=False, scale=1)
-        cancel = gr.Button("Cancel run", interactive=False, scale=1)
-        rerun = gr.Button("Re-run", interactive=False, scale=1)
+        comment = gr.Textbox(label="Comment (for approve / reject)", scale=4, elem_id="run-comment")
+        approve = gr.Button("Approve", variant="primary", interactive=False, scale=1, elem_id="run-approve")
+        reject = gr.Button("Reject", variant="stop", interactive=False, scale=1, elem_id="run-reject")
+        cancel = gr.Button("Cancel run", interactive=False, scale=1, elem_id="run-cancel")
+        rerun = gr.Button("Re-run", interactive=False, scale=1, elem_id="run-rerun")
     result = gr.Markdown(elem_id="run-action")
     with gr.Tabs():
+        with gr.Tab("Console"):
+            console_html = gr.HTML("", elem_id="run-console")
         with gr.Tab("Timeline"):
             bottleneck = gr.Markdown(elem_id="run-bottleneck")
-            gantt_plot = gr.Plot(label="Node timeline", elem_id="run-gantt")
+            gantt = gr.HTML("", elem_id="run-gantt")
             nodes = gr.Dataframe(headers=queries.NODE_COLUMNS, interactive=False, wrap=True, elem_id="run-nodes")
         with gr.Tab("Events"):
             events = gr.Dataframe(headers=queries.EVENT_COLUMNS, interactive=False, wrap=True, max_height=400)
@@ -286,20 +376,18 @@ def build(state: AppState) -> RunsTab:
         with gr.Tab("Outputs"):
             outputs = gr.JSON(label="Outputs", elem_id="run-outputs")
     tab = RunsTab(
-        state, timer, status_filter, table, selected, shown, header, trace, approval, comment, approve, reject, cancel,
-        rerun, result, nodes, events, inputs, outputs, gantt_plot, bottleneck,
+        state, status_filter, table, selected, header, trace, approval, comment, approve, reject, cancel, rerun,
+        result, console_html, gantt, bottleneck, nodes, events, inputs, outputs,
     )  # fmt: skip
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
-    listing = [table, *tab.detail]
-    watched = [status_filter, selected, shown]
-    timer.tick(tab.refresh, inputs=watched, outputs=listing, show_progress="hidden", **private)
-    status_filter.change(tab.refresh, inputs=watched, outputs=listing, **private)
-    table.select(tab.pick, outputs=[selected, result, *tab.detail], **private)
+    status_filter.change(tab.filter, inputs=status_filter, outputs=table, **private)
+    picked = [selected, result, *tab.detail]
+    table.select(tab.pick, outputs=picked, **private).then(None, js=SHOW_RUN_JS, **private)
     decided = [result, comment, *tab.detail]
     approve.click(tab.do_approve, inputs=[selected, comment], outputs=decided, **private)
     reject.click(tab.do_reject, inputs=[selected, comment], outputs=decided, **private)
     cancel.click(tab.do_cancel, inputs=selected, outputs=[result, *tab.detail], **private)
     rerun.click(
         tab.do_rerun, inputs=[selected, status_filter], outputs=[selected, result, table, *tab.detail], **private
-    )
+    ).then(None, js=SHOW_RUN_JS, **private)
     return tab

@@ -1,43 +1,55 @@
-"""The Workflows tab: saved workflows, their versions and sources, and "Open in chat"."""
+"""The Workflows tab: saved workflows, their numbered versions, a diff between any two, who granted what,
+their runs and where their time goes; "Open in chat".
+
+A view has an address, `/?tab=workflows&workflow=NAME&version=v2&compare=v1` (`show` opens it);
+the page's address follows what is shown, so a reload or a shared link opens the same view.
+The words follow docs/versions.md: a version is a stored one (v1, v2, … per workflow).
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from gradio.components import Component
 
+from agentflow import versions
+from agentflow.chat.commands import open_stored
 from agentflow.chat.engine import ConversationEngine, Reply
-from agentflow.chat.workspace import Turn, plain_errors
-from agentflow.trust.capabilities import Capabilities
-from agentflow.web.ui import queries
+from agentflow.chat.workspace import Turn
+from agentflow.store.base import WorkflowVersion
+from agentflow.web.ui import workflow_views as views
 from agentflow.web.ui.chat import ChatTab, Updates, chat_messages, engine_of
 
 if TYPE_CHECKING:
-    from agentflow.runtime import AgentFlow
     from agentflow.web.server import AppState
 
-EMPTY = "No saved workflows yet. In the Chat tab, `/save NAME` saves the current one; running it saves it too."
+EMPTY = "No saved workflows yet. In the Chat tab, `/save NAME` saves the current draft as a version; Run saves it too."
+PICK = "Click a workflow in the table to see its versions."
+# After a view is shown, the address bar says which (the heading's permalink), so a reload reopens it.
+FOLLOW_ADDRESS_JS = """() => {
+  const link = document.querySelector('#workflow-heading a.permalink');
+  if (link) window.history.replaceState(null, '', link.getAttribute('href'));
+}"""
 
 
 def open_version(engine: ConversationEngine, session_id: str, name: str, version: str) -> tuple[str, Reply]:
-    """Make a saved workflow version the session's current workflow, noted in the conversation."""
-    stored = engine.flow.store.get_workflow(name, version)
-    asked = f"Open workflow '{name}' version {version}"
+    """Make a saved workflow version the session's current draft, noted in the conversation."""
     workspace = engine.workspace(session_id)
-    engine.history.add_message(session_id, "user", asked)
     turn = Turn()
+    try:
+        stored: WorkflowVersion | None = versions.resolve(engine.flow.store, name, version)
+    except versions.UnknownVersionError as exc:
+        stored, problem = None, str(exc)
+    asked = f"Open {versions.title(stored)}" if stored is not None else f"Open '{name}' {version}"
+    engine.history.add_message(session_id, "user", asked)
     if stored is None:
-        answer = f"There is no version {version} of '{name}' any more; pick another in the Workflows tab."
+        answer = f"Cannot open it: {problem}. Pick another in the Workflows tab."
     else:
-        proposal = workspace.propose(stored.source, author="command", note=f"opened {name} {version}", turn=turn)
-        turn.errors = plain_errors(proposal.errors)
-        answer = (
-            f"Opened '{name}' ({version}). Describe changes, edit the YAML, or press Run."
-            if proposal.ok
-            else f"'{name}' ({version}) is no longer valid here:\n" + "\n".join(f"- {e}" for e in turn.errors)
-        )
+        answer = open_stored(workspace, stored, turn, note=f"opened {versions.title(stored)}")
     reply = engine.snapshot(session_id, turn=turn, text=answer)
     engine.history.add_message(session_id, "assistant", answer, {"version": reply.version})
     return asked, reply
@@ -51,41 +63,107 @@ class WorkflowsTab:
     table: gr.Dataframe
     hint: gr.Markdown
     name: gr.State
+    heading: gr.HTML
     versions: gr.Dropdown
+    compare: gr.Dropdown
     source: gr.Code
+    diff: gr.Code
+    grant: gr.Markdown
+    runs: gr.HTML
+    profile: gr.HTML
     open: gr.Button
     result: gr.Markdown
-    grant: gr.Markdown
+
+    @property
+    def outputs(self) -> list[Component]:
+        """Everything `refresh` and `show` may update."""
+        return [
+            self.table,
+            self.hint,
+            self.name,
+            self.heading,
+            self.versions,
+            self.compare,
+            self.source,
+            self.diff,
+            self.grant,
+            self.runs,
+            self.profile,
+            self.open,
+            self.result,
+        ]
+
+    @property
+    def detail(self) -> list[Component]:
+        """What `show` updates (all but the table)."""
+        return self.outputs[2:]
 
     def refresh(self) -> Updates:
-        flow = engine_of(self.state).flow
-        frame = queries.workflows_frame(flow.store)
-        if not frame.empty:
-            frame["grant"] = [grant_cell(flow, str(name), str(version)) for name, version in frame.iloc[:, :2].values]
+        """The table of saved workflows (on opening the tab)."""
+        frame = views.workflows_frame(engine_of(self.state).flow)
         return {self.table: frame, self.hint: gr.update(visible=frame.empty, value=EMPTY)}
 
-    def pick(self, event: gr.SelectData) -> Updates:
-        """A row was clicked: list that workflow's versions, newest first, and show the newest."""
-        row = event.row_value or []
-        name = str(row[0]) if row else ""
-        store = engine_of(self.state).flow.store
-        versions = store.list_versions(name)
-        choices = [(f"{stored.version} — {queries.when(stored.created_at)}", stored.version) for stored in versions]
-        latest = store.get_workflow(name)
-        chosen = latest.version if latest else (versions[0].version if versions else None)
+    def show(self, name: str, version: str | None = None, compare: str | None = None) -> Updates:
+        """One workflow's version (its current one when `version` is empty), diffed against `compare` if given.
+
+        An unknown workflow or version is said in the heading, with what exists."""
+        flow = engine_of(self.state).flow
+        name = (name or "").strip()
+        if not name:
+            return self._blank("", PICK)
+        saved = flow.store.list_versions(name)
+        if not saved:
+            return self._blank(name, f"⚠ {versions.missing(flow.store, name)}")
+        current = flow.store.get_workflow(name)
+        choices = [(views.choice(stored, current), versions.label(stored)) for stored in saved]
+        try:
+            stored = versions.resolve(flow.store, name, version)
+            other = versions.resolve(flow.store, name, compare) if compare else None
+        except versions.UnknownVersionError as exc:
+            blank = self._blank(name, f"⚠ {exc}")
+            return {**blank, self.versions: gr.update(choices=choices, value=None, label=f"Versions of {name}")}
+        other = None if other == stored else other
+        by_hash = {item.version: item for item in saved}
         return {
             self.name: name,
-            self.versions: gr.update(choices=choices, value=chosen, label=f"Versions of {name}"),
-            self.source: latest.source if latest else "",
-            self.open: gr.update(interactive=latest is not None),
+            self.heading: views.heading(stored, current, other, len(saved)),
+            self.versions: gr.update(choices=choices, value=versions.label(stored), label=f"Versions of {name}"),
+            self.compare: gr.update(
+                choices=[("(none)", "")] + [item for item in choices if item[1] != versions.label(stored)],
+                value=versions.label(other) if other else "",
+            ),
+            self.source: gr.update(value=stored.source, label=f"{name} {versions.label(stored)} (YAML)"),
+            self.diff: gr.update(
+                value=versions.diff(other, stored) if other else "",
+                visible=other is not None,
+                label=f"Changes from {versions.label(other)} to {versions.label(stored)}" if other else "Diff",
+            ),
+            self.grant: views.grant_text(flow, stored, by_hash),
+            self.runs: views.runs_html(flow, name, stored, by_hash),
+            self.profile: views.profile_html(flow, name),
+            self.open: gr.update(interactive=True),
             self.result: "",
-            self.grant: grant_text(engine_of(self.state).flow, name, chosen),
         }
 
-    def view(self, name: str, version: str | None) -> Updates:
-        flow = engine_of(self.state).flow
-        stored = flow.store.get_workflow(name, version) if name and version else None
-        return {self.source: stored.source if stored else "", self.grant: grant_text(flow, name, version)}
+    def _blank(self, name: str, message: str) -> Updates:
+        return {
+            self.name: name,
+            self.heading: f'<p class="workflow-message">{escape(message, quote=False)}</p>',
+            self.versions: gr.update(choices=[], value=None, label="Versions"),
+            self.compare: gr.update(choices=[], value=None),
+            self.source: gr.update(value="", label="Source"),
+            self.diff: gr.update(value="", visible=False),
+            self.grant: "",
+            self.runs: "",
+            self.profile: "",
+            self.open: gr.update(interactive=False),
+            self.result: "",
+        }
+
+    def pick(self, event: gr.SelectData) -> Updates:
+        """A row was clicked: that workflow's current version."""
+        row = event.row_value or []
+        return self.show(str(row[0]) if row else "")
 
     def open_in_chat(
         self,
@@ -95,7 +173,7 @@ class WorkflowsTab:
         history: list[dict[str, Any]] | None,
         form_key: str,
     ) -> Updates:
-        """Make this version the chat session's workflow and switch to the Chat tab."""
+        """Make this version the chat session's current draft and switch to the Chat tab."""
         if not name or not version:
             return {self.result: "Pick a workflow and a version first."}
         engine = engine_of(self.state)
@@ -111,67 +189,61 @@ class WorkflowsTab:
         return updates
 
 
-def grant_cell(flow: AgentFlow, name: str, version: str) -> str:
-    stored = flow.store.get_workflow(name, version)
-    if stored is None:
-        return ""
-    try:
-        review = flow.review(stored)
-    except Exception:  # an old version that no longer compiles: say so rather than fail the table
-        return "cannot be checked"
-    return f"needs review: {review.missing.describe()}" if review.needs_review else "granted"
-
-
-def grant_text(flow: AgentFlow, name: str, version: str | None) -> str:
-    """What a version may use, what of it waits for a person, and who granted the workflow what, when."""
-    stored = flow.store.get_workflow(name, version) if name and version else None
-    if stored is None:
-        return ""
-    review = flow.review(stored)
-    lines = [f"**Uses:** {review.wanted.describe()}"]
-    if review.needs_review:
-        lines.append(
-            f"⚠ **Needs review** — it cannot run until a person grants: {review.missing.describe()} "
-            f"(open it in the chat and click **Grant**, or `agentflow grant {name} --version {stored.version}`)"
-        )
-    records = flow.store.list_grants(name)[:5]
-    if records:
-        lines.append("**Grants** (newest first):")
-        lines += [
-            f"- {queries.when(record.granted_at)} by {record.granted_by}: "
-            f"{Capabilities.from_dict(record.capabilities).describe()}"
-            for record in records
-        ]
-    return "\n".join(lines)
-
-
 def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
     with gr.Row(equal_height=False):
-        with gr.Column(scale=5):
+        with gr.Column(scale=4):
             hint = gr.Markdown(EMPTY, visible=False)
             table = gr.Dataframe(
-                headers=[*queries.WORKFLOW_COLUMNS, "grant"],
+                headers=views.COLUMNS,
                 interactive=False,
                 wrap=True,
+                column_widths=views.COLUMN_WIDTHS,
                 label="Saved workflows (click one)",
                 elem_id="workflows-table",
             )
             refresh = gr.Button("Refresh", size="sm")
-        with gr.Column(scale=5):
+        with gr.Column(scale=6):
             name = gr.State("")
-            versions = gr.Dropdown(label="Versions", choices=[], interactive=True, elem_id="workflow-versions")
-            source = gr.Code(language="yaml", interactive=False, lines=18, max_lines=30, label="Source")
-            grant = gr.Markdown(elem_id="workflow-grant")
+            heading_view = gr.HTML(f"<p>{PICK}</p>", elem_id="workflow-heading")
+            with gr.Row():
+                version_pick = gr.Dropdown(label="Versions", choices=[], interactive=True, elem_id="workflow-versions")
+                compare = gr.Dropdown(label="Compare with", choices=[], interactive=True, elem_id="workflow-compare")
+            diff = gr.Code(language=None, interactive=False, visible=False, label="Diff", elem_id="workflow-diff")
+            source = gr.Code(
+                language="yaml", interactive=False, lines=14, max_lines=30, label="Source", elem_id="workflow-source"
+            )
             open_button = gr.Button("Open in chat", variant="primary", interactive=False, elem_id="open-in-chat")
             result = gr.Markdown()
-    tab = WorkflowsTab(state, chat, tabs, table, hint, name, versions, source, open_button, result, grant)
+            grant = gr.Markdown(elem_id="workflow-grant")
+            runs = gr.HTML(elem_id="workflow-runs")
+            profile_view = gr.HTML(elem_id="workflow-profile")
+    tab = WorkflowsTab(
+        state,
+        chat,
+        tabs,
+        table,
+        hint,
+        name,
+        heading_view,
+        version_pick,
+        compare,
+        source,
+        diff,
+        grant,
+        runs,
+        profile_view,
+        open_button,
+        result,
+    )
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     refresh.click(tab.refresh, outputs=[table, hint], **private)
-    table.select(tab.pick, outputs=[name, versions, source, open_button, result, grant], **private)
-    versions.input(tab.view, inputs=[name, versions], outputs=[source, grant], **private)
+    follow: dict[str, Any] = {"fn": None, "js": FOLLOW_ADDRESS_JS, **private}
+    table.select(tab.pick, outputs=tab.detail, **private).then(**follow)
+    for picker in (version_pick, compare):
+        picker.input(tab.show, inputs=[name, version_pick, compare], outputs=tab.detail, **private).then(**follow)
     open_button.click(
         tab.open_in_chat,
-        inputs=[chat.session, name, versions, chat.chatbot, chat.form_key],
+        inputs=[chat.session, name, version_pick, chat.chatbot, chat.form_key],
         outputs=[*chat.outputs, result, tabs],
         **private,
     )
