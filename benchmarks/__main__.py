@@ -25,6 +25,7 @@ def _load() -> dict[str, Callable[[], Report]]:
         cold_start,
         concurrency,
         hostile_yaml,
+        live_ops,
         node_overhead,
         postgres_overhead,
         queue_latency,
@@ -44,6 +45,7 @@ def _load() -> dict[str, Callable[[], Report]]:
         "postgres_overhead": postgres_overhead.run,
         "queue_latency": queue_latency.run,
         "worker_throughput": worker_throughput.run,
+        "live_ops": live_ops.run,
     }
 
 

@@ -4,10 +4,13 @@
     a new version with its diff, the messages stored) then answers, against the fake LLM
     with no latency. The time spent inside the model calls is measured and subtracted:
     what is left is the engine's own time, store writes included. p50 and p95 over TURNS.
-(b) 50 concurrent users, one plain chat turn each, through the real app (uvicorn, Gradio
-    queue) from `gradio_client`s in a child process, against the fake LLM answering after
-    LATENCY s, vs the same 50 turns sent straight to `ConversationEngine.handle` with
-    `asyncio.gather` in this process, in the same benchmark run.
+(b) 50 concurrent users, one plain chat turn each, through the real app — `python app.py` in a
+    process of its own, as a person runs it — from `gradio_client`s in a child process, against
+    the fake LLM answering after LATENCY s, vs the same 50 turns sent straight to
+    `ConversationEngine.handle` with `asyncio.gather` in this process, in the same benchmark run.
+    Beside it: the app served from a thread of this process (the harness earlier numbers used,
+    which shares this process's GIL with the direct rounds' engine), and one user alone (the
+    floor a turn pays for Gradio's queue and its SSE round trips).
 """
 
 from __future__ import annotations
@@ -111,6 +114,48 @@ print(json.dumps([one_round(number) for number in range(rounds)]), flush=True)
 """
 
 
+def app_process(home: Path, base_url: str) -> Any:
+    """`python app.py` on a free port with the fake model; a context manager yielding its URL."""
+    import contextlib
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from benchmarks._common import ROOT
+
+    @contextlib.contextmanager
+    def started() -> Any:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {
+            **os.environ, "AGENTFLOW_HOME": str(home), "AGENTFLOW_PORT": str(port), "AGENTFLOW_MODEL": "openai/bench",
+            "AGENTFLOW_API_BASE": base_url, "AGENTFLOW_API_KEY": "x", "AGENTFLOW_LLM_RETRIES": "0",
+            "AGENTFLOW_TRACING": "0", "GRADIO_ANALYTICS_ENABLED": "False",
+        }  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, "app.py exited during start-up"
+                assert time.monotonic() < deadline, "app.py did not answer /health within 120 s"
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    return started()
+
+
 def gradio_rounds(url: str, users: int, rounds: int) -> list[float]:
     """The users live in a child process, as real users are not in the server's process (nor its GIL)."""
     import json
@@ -159,13 +204,17 @@ def run(turns: int = TURNS, users: int = USERS, rounds: int = ROUNDS) -> Report:
         fake.default = Text("Hi! Describe the workflow you want.", latency=LATENCY)
         direct_flow = AgentFlow.open(_settings(tmp / "direct", fake.base_url))
         engine = ConversationEngine(direct_flow)
-        with serve(_settings(tmp / "app", fake.base_url)) as url:
+        with app_process(tmp / "process", fake.base_url) as url:
             through = gradio_rounds(url, users, rounds)
+            alone = gradio_rounds(url, 1, rounds)
+        with serve(_settings(tmp / "app", fake.base_url)) as url:
+            in_thread = gradio_rounds(url, users, rounds)
         asyncio.run(direct_round(engine, users, -1))  # warm-up
         straight = [asyncio.run(direct_round(engine, users, number)) for number in range(rounds)]
+        one = [asyncio.run(direct_round(engine, 1, 100 + number)) for number in range(rounds)]
         direct_flow.close()
         ratio = median(through) / median(straight)
-        report.add(f"{users} users through the Gradio API (gradio_client)", median(through), "s")
+        report.add(f"{users} users through the Gradio API, app in its own process", median(through), "s")
         report.add(f"the same {users} turns straight to the engine", median(straight), "s")
         report.add(
             "ratio Gradio API / engine",
@@ -175,7 +224,24 @@ def run(turns: int = TURNS, users: int = USERS, rounds: int = ROUNDS) -> Report:
             ok=ratio <= 2.0,
             note=f"fake LLM latency {LATENCY:g} s; rounds {rounds}",
         )
-        report.details = {"turn_ms": [round(value, 2) for value in own], "through": through, "straight": straight}
+        report.add(
+            f"{users} users, app in a thread of the benchmark process (old harness)",
+            median(in_thread) / median(straight),
+            "x",
+        )
+        report.add(
+            "one user alone: Gradio API turn − engine turn (Gradio's floor)",
+            (median(alone) - median(one)) * 1000,
+            "ms",
+        )
+        report.details = {
+            "turn_ms": [round(value, 2) for value in own],
+            "through": through,
+            "straight": straight,
+            "in_thread": in_thread,
+            "alone": alone,
+            "one": one,
+        }
     return report
 
 

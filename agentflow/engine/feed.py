@@ -10,7 +10,7 @@ browser skips ahead and never slows a run.
 
 Events are delivered in id order. With several writers (workers on Postgres) ids are taken before
 commit, so a lower id can commit after a higher one: the feed holds events behind such a gap for up
-to `GAP_SECONDS` before giving up on it (an insert rolled back leaves a gap that never fills).
+to `gap_seconds` before giving up on it (an insert rolled back leaves a gap that never fills).
 """
 
 from __future__ import annotations
@@ -85,10 +85,20 @@ class Subscription:
 
 
 class LiveFeed:
-    def __init__(self, store: Store, bus: EventBus, *, recheck_seconds: float = RECHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        gap_seconds: float = GAP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.recheck_seconds = recheck_seconds
+        self.gap_seconds = gap_seconds
+        self._clock = clock
         self._subscriptions: set[Subscription] = set()
         self._cursor = 0
         self._held: dict[int, Event] = {}  # read past a gap, waiting for it to fill
@@ -101,6 +111,9 @@ class LiveFeed:
         self._workflows: dict[str, str] = {}
         self._stale = True  # the cursor is not kept while nobody reads
         self._touched: set[str] = set()  # runs the bus said changed since the last read
+        self._passes = 0
+        self._reading = False
+        self._passed = asyncio.Condition()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,17 +184,29 @@ class LiveFeed:
 
     async def _run(self) -> None:
         while True:
-            timeout = GAP_SECONDS / 4 if self._held else self.recheck_seconds
+            timeout = self.gap_seconds / 4 if self._held else self.recheck_seconds
             await until_set(self._wake, timeout)
             self._wake.clear()
+            self._reading = True
             if not self._subscriptions:
                 self._stale = True  # no query per event while nobody reads
                 self._touched.clear()
-                continue
-            try:
-                await self._read()
-            except Exception:  # a failed read (database restarting) is retried at the next wake-up
-                log.exception("the live feed could not read new events; retrying")
+            else:
+                try:
+                    await self._read()
+                except Exception:  # a failed read (database restarting) is retried at the next wake-up
+                    log.exception("the live feed could not read new events; retrying")
+            async with self._passed:
+                self._reading = False
+                self._passes += 1
+                self._passed.notify_all()
+
+    async def caught_up(self) -> None:
+        """Until the feed has read the store once more (and delivered what it may) after this call."""
+        async with self._passed:
+            target = self._passes + (2 if self._reading else 1)  # a pass under way may have read too early
+            self._wake.set()
+            await self._passed.wait_for(lambda: self._passes >= target)
 
     async def _read(self) -> None:
         await self.store.flush()  # this process's events are queued before the bus wakes us
@@ -191,24 +216,25 @@ class LiveFeed:
                 for subscription in tuple(self._subscriptions):
                     if subscription.changes:
                         subscription.offer({"type": "changed", "run_id": run_id})
+            after = self._cursor  # from the last delivered: a gap behind held events may have filled
             while True:
-                after = max([self._cursor, *self._held])
                 rows = await asyncio.to_thread(self.store.events_after, after, limit=PAGE)
                 for row in rows:
                     self._held[row["id"]] = row
-                self._release()
                 if len(rows) < PAGE:
-                    return
+                    break
+                after = rows[-1]["id"]
+            self._release()
 
     def _release(self) -> None:
-        """Deliver held events in id order, up to a gap younger than GAP_SECONDS."""
+        """Deliver held events in id order, up to a gap younger than `gap_seconds`."""
         while self._held:
             following = self._cursor + 1
             if following not in self._held:
-                now = time.monotonic()
+                now = self._clock()
                 if self._gap_since is None:
                     self._gap_since = now
-                if now - self._gap_since < GAP_SECONDS:
+                if now - self._gap_since < self.gap_seconds:
                     return
                 following = min(self._held)  # the gap never filled: move past it
             self._gap_since = None

@@ -72,7 +72,7 @@ def test_a_run_streams_into_the_console_and_is_approved_there(
         expect(console.locator(".console-node", has_text="draft")).to_contain_text("running")
         page.get_by_role("tab", name="Timeline").click()
         expect(page.locator("#run-gantt .bar-running")).to_have_count(1)
-        shot(page, "20-run-console-running")
+        shot(page, "30-run-console-running")
 
         # The model answers: the console grows by itself, with the prompt sent and the reply.
         answer.set()
@@ -85,7 +85,7 @@ def test_a_run_streams_into_the_console_and_is_approved_there(
         approval = page.locator("#run-approval")
         expect(approval).to_contain_text("Publish this summary? Revenue rose 12%")
         expect(console.locator(".console-waiting")).to_be_visible()
-        shot(page, "21-run-console-waiting")
+        shot(page, "31-run-console-waiting")
 
         # The person approves from the console; the run finishes while they watch.
         page.locator("#run-comment textarea").fill("good to go")
@@ -94,7 +94,7 @@ def test_a_run_streams_into_the_console_and_is_approved_there(
         expect(page.locator("#run-detail")).to_contain_text("succeeded")
         page.get_by_role("tab", name="Outputs").click()
         expect(page.locator("#run-outputs")).to_contain_text("good to go")
-        shot(page, "22-run-console-done")
+        shot(page, "32-run-console-done")
 
         # Its address opens it in a fresh browser (nothing in common with the first one).
         fresh = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

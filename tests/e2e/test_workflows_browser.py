@@ -66,7 +66,7 @@ def test_versions_saved_in_the_chat_are_the_versions_of_the_workflows_tab(
         page.locator("#run-button").click()
         expect(page.locator("#run-status")).to_contain_text("succeeded")
         expect(chatbot).to_contain_text("of 'greeter' v2: succeeded")
-        shot(page, "20-saved-twice")
+        shot(page, "40-saved-twice")
 
         # The Workflows tab names them the same way.
         page.get_by_role("tab", name="Workflows").click()
@@ -89,7 +89,7 @@ def test_versions_saved_in_the_chat_are_the_versions_of_the_workflows_tab(
         expect(page).to_have_url(re.compile(r"/\?tab=workflows&workflow=greeter&version=v2&compare=v1$"))
         expect(page.locator("#workflow-grant")).to_contain_text("Granted")
         expect(page.locator("#workflow-profile")).to_contain_text("bottleneck greet")
-        shot(page, "21-workflow-diff")
+        shot(page, "41-workflow-diff")
         diff_address = page.url
 
         # Its run links to the run.
@@ -102,7 +102,7 @@ def test_versions_saved_in_the_chat_are_the_versions_of_the_workflows_tab(
         expect(page.get_by_role("tab", name="Runs")).to_have_attribute("aria-selected", "true")
         expect(page.locator("#run-detail")).to_contain_text(run_id[:12])
         expect(page.locator("#run-detail")).to_contain_text("succeeded")
-        shot(page, "22-run-from-workflow")
+        shot(page, "42-run-from-workflow")
         page.close()
 
         # The diff's address, shared: a fresh browser opens the same view.
@@ -120,6 +120,6 @@ def test_versions_saved_in_the_chat_are_the_versions_of_the_workflows_tab(
         )
         expect(shared.locator("#workflow-versions input")).to_have_value("")
         expect(shared.locator("#workflows-table").get_by_role("gridcell", name="greeter", exact=True)).to_be_visible()
-        shot(shared, "23-unknown-version")
+        shot(shared, "43-unknown-version")
         fresh.close()
     context.close()

@@ -1,4 +1,5 @@
-"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Workflows, Runs, Costs, MLflow, Settings.
+"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Overview, Workflows, Runs, Costs, MLflow,
+Settings — and routes addresses to them (`/?tab=runs&run=ID`; docs/live-operations.md).
 
 Every handler reads the AgentFlow process through `state` when it runs (the
 flow opens with the server, after the UI is built). The server mounts the

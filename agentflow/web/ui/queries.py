@@ -11,15 +11,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from agentflow.progress import node_table
-from agentflow.store.base import CostRow, DailyCost, LedgerStore, RunRecord, RunStore, WorkflowStore
+from agentflow.store.base import CostRow, DailyCost, LedgerStore, RunRecord, RunStore
 
 RUN_COLUMNS = ["run", "workflow", "status", "trigger", "started", "duration", "tokens", "cost (USD)"]
 NODE_COLUMNS = ["node", "type", "status", "attempts", "latency (ms)", "tokens", "cost (USD)", "error"]
 EVENT_COLUMNS = ["time", "event", "node", "detail"]
-WORKFLOW_COLUMNS = ["name", "latest version", "versions", "updated", "description"]
 SHORT_ID = 12
 
 
@@ -118,26 +116,6 @@ def events_frame(events: list[dict[str, Any]], *, limit: int = 500) -> pd.DataFr
         for event in events[-limit:]
     ]
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
-
-
-# -- workflows ------------------------------------------------------------------------------
-
-
-def _description(source: str) -> str:
-    try:
-        data = yaml.safe_load(source)
-        return str(data["metadata"].get("description") or "")
-    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
-        return ""
-
-
-def workflows_frame(store: WorkflowStore) -> pd.DataFrame:
-    counts = store.version_counts()
-    rows = [
-        [stored.name, stored.version, counts.get(stored.name, 1), when(stored.created_at), _description(stored.source)]
-        for stored in store.list_workflows()
-    ]
-    return pd.DataFrame(rows, columns=WORKFLOW_COLUMNS)
 
 
 # -- spend ----------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING, Any, get_args
-from urllib.parse import urlencode
 
 import gradio as gr
 import pandas as pd
 from gradio.components import Component
 
+from agentflow import versions
 from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
 from agentflow.engine.feed import Subscription
 from agentflow.observability.profile import profile
@@ -32,6 +32,7 @@ from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
 from agentflow.web.ui import console, queries
 from agentflow.web.ui.chat import Updates, engine_of
 from agentflow.web.ui.timeline import bars, svg
+from agentflow.web.ui.workflow_views import address, run_address
 
 if TYPE_CHECKING:
     from agentflow.runtime import AgentFlow
@@ -43,11 +44,6 @@ ALL = "all"
 CANCELLABLE = ("queued", "running", "waiting_approval")
 LIST_LIMIT = 200
 PICK = "Click a run in the list to open its console."
-
-
-def link(**params: str) -> str:
-    """A same-origin address of the app: `/?tab=runs&run=…` (see docs/live-operations.md)."""
-    return "/?" + urlencode(params)
 
 
 def trace_url(trace_id: str) -> str:
@@ -173,9 +169,12 @@ class RunsTab:
 
     def heading(self, run: RunRecord) -> str:
         store = self.flow.store
-        version_link = link(tab="workflows", workflow=run.workflow, version=run.version)
+        stored = store.list_versions(run.workflow)  # newest first
+        by_id = {version.version: version for version in stored}
+        this = by_id.get(run.version)
+        label = versions.label(this) if this else run.version
         parts = [
-            f"workflow [**{run.workflow}** ({run.version})]({version_link})",
+            f"workflow [**{run.workflow}** {label}]({address(run.workflow, label)})",
             f"trigger {run.trigger}",
             f"created {queries.when(run.created_at)}",
             f"duration {queries.duration(run)}",
@@ -183,14 +182,13 @@ class RunsTab:
             f"{run.tokens} tokens",
             queries.money(run.cost_usd),
         ]
-        versions = [stored.version for stored in store.list_versions(run.workflow)]
-        if run.version in versions and versions.index(run.version) + 1 < len(versions):
-            previous = versions[versions.index(run.version) + 1]  # newest first
-            diff = link(tab="workflows", workflow=run.workflow, version=run.version, compare=previous)
-            parts.append(f"[diff with the version before]({diff})")
+        position = stored.index(this) if this else -1
+        if 0 <= position < len(stored) - 1:
+            previous = versions.label(stored[position + 1])
+            parts.append(f"[diff with {previous}]({address(run.workflow, label, previous)})")
         if run.executed_by:
             parts.append(f"executed by `{run.executed_by}`")
-        share = link(tab="runs", run=run.id)
+        share = run_address(run.id)
         lines = [f"### Run `{run.id}` — {run.status}", " · ".join(parts), f"Link to this run: [{share}]({share})"]
         if run.cancel_requested and run.status == "running":
             lines.append("_Cancel requested; stopping at the next step._")
