@@ -23,6 +23,7 @@ from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.context import RunContext
 from agentflow.engine.events import ApprovalDecided, NodeFinished, NodeStarted
 from agentflow.engine.nodes import EFFECTFUL, EXECUTORS, NodeConfigError, Outcome
+from agentflow.engine.nodes.base import node_inputs
 from agentflow.engine.scheduler import plan
 from agentflow.engine.state import RunState, scope_of, truthy
 from agentflow.spec.expressions import MissingSecret, evaluate, render
@@ -129,6 +130,7 @@ async def execute_node(
                 attempt=attempt,
                 iteration=iteration,
                 item_index=item_index,
+                inputs=ctx.redact(node_inputs(node, scope, item_index)),
                 at=started,
             )
         )

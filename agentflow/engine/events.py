@@ -55,6 +55,8 @@ class NodeStarted(RunEvent):
     attempt: int = 1
     iteration: int = 0
     item_index: int | None = None
+    inputs: Any = None
+    """What the node reads: its `needs`' results (or the run's inputs), its map item; redacted, truncated."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,17 +17,28 @@ if TYPE_CHECKING:
 MAX_SHOWN_CHARS = 4000
 """Each text in a recorded prompt, reply or tool call is cut here: events stay small, the console readable."""
 MAX_SHOWN_MESSAGES = 24
+MAX_SHOWN_ITEMS = 50
 
 
 def clipped(value: Any) -> Any:
-    """`value` with every string longer than MAX_SHOWN_CHARS truncated (nested in lists and dicts too)."""
+    """`value` with every string longer than MAX_SHOWN_CHARS truncated and every list cut at MAX_SHOWN_ITEMS,
+    nested ones too."""
     if isinstance(value, str):
         return value if len(value) <= MAX_SHOWN_CHARS else f"{value[:MAX_SHOWN_CHARS]}… [{len(value)} chars]"
     if isinstance(value, dict):
         return {key: clipped(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [clipped(item) for item in value]
+        kept = [clipped(item) for item in value[:MAX_SHOWN_ITEMS]]
+        return [*kept, f"… {len(value) - MAX_SHOWN_ITEMS} more items"] if len(value) > MAX_SHOWN_ITEMS else kept
     return value
+
+
+def node_inputs(node: Any, scope: dict[str, Any], item_index: int | None) -> Any:
+    """What a node reads, as its console shows it: its `needs`' results, else the run's inputs; a map item."""
+    seen = {name: scope[name] for name in getattr(node, "needs", None) or () if name in scope}
+    if item_index is not None:
+        seen["item"] = scope.get("item")
+    return clipped(seen or {"inputs": scope.get("inputs")})
 
 
 def transcript(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -94,7 +94,13 @@ class _Execution:
             f'<summary><span class="console-mark console-{escape(status)}">{MARKS.get(status, "?")}</span> '
             f"<b>{escape(name)}</b> · {' · '.join(facts)} · {escape(status)}</summary>"
         )
-        body = [_llm_call(call) if call["type"] == "llm_call" else _tool_call(call) for call in self.calls]
+        body = []
+        if self.started.get("inputs") is not None:
+            body.append(
+                f'<details class="console-call console-inputs"><summary>inputs</summary>'
+                f"{_pre(self.started['inputs'])}</details>"
+            )
+        body += [_llm_call(call) if call["type"] == "llm_call" else _tool_call(call) for call in self.calls]
         if self.finished and self.finished.get("error"):
             body.append(f'<div class="console-error"><b>Error:</b> {escape(str(self.finished["error"]))}</div>')
         if self.finished and self.finished.get("output") is not None:
