@@ -435,8 +435,7 @@ async def _logs(flow: AgentFlow, args: argparse.Namespace) -> int:
     await feed.start()
     try:
         async for followed in follow(feed, after=args.after, run_id=run_id, until_finished=True):
-            if followed is not None:
-                show(followed)
+            show(followed)
     finally:
         await feed.stop()
     return 0

@@ -35,6 +35,9 @@ PAGE = 1000
 GAP_SECONDS = 1.0
 # Without a change feed (SQLite), runs another process executes are noticed this often.
 RECHECK_SECONDS = 2.0
+# After a wake-up, the feed waits this long for more events to read them together: fewer reads, fewer
+# and larger writes to every stream, and the engine's writes keep committing in large batches.
+LINGER_SECONDS = 0.02
 
 
 class Subscription:
@@ -92,12 +95,14 @@ class LiveFeed:
         *,
         recheck_seconds: float = RECHECK_SECONDS,
         gap_seconds: float = GAP_SECONDS,
+        linger_seconds: float = LINGER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.bus = bus
         self.recheck_seconds = recheck_seconds
         self.gap_seconds = gap_seconds
+        self.linger_seconds = linger_seconds
         self._clock = clock
         self._subscriptions: set[Subscription] = set()
         self._cursor = 0
@@ -192,6 +197,8 @@ class LiveFeed:
                 self._stale = True  # no query per event while nobody reads
                 self._touched.clear()
             else:
+                if self.linger_seconds:
+                    await asyncio.sleep(self.linger_seconds)
                 try:
                     await self._read()
                 except Exception:  # a failed read (database restarting) is retried at the next wake-up
@@ -253,14 +260,31 @@ async def follow(
     run_id: str | None = None,
     match: Match | None = None,
     until_finished: bool = False,
+) -> AsyncIterator[Event]:
+    """Stored events after `after`, then live ones, in order, none lost or repeated (see `batches`)."""
+    async for batch in batches(feed, after=after, run_id=run_id, match=match, until_finished=until_finished):
+        for event in batch:
+            yield event
+
+
+async def batches(
+    feed: LiveFeed,
+    *,
+    after: int = 0,
+    run_id: str | None = None,
+    match: Match | None = None,
+    until_finished: bool = False,
     idle: float | None = None,
-) -> AsyncIterator[Event | None]:
-    """Stored events after `after`, then live ones, in order, none lost or repeated.
+    linger: float = 0.0,
+) -> AsyncIterator[list[Event]]:
+    """Stored events after `after`, then live ones, in order, none lost or repeated, as they come:
+    a stream writes each batch at once rather than one event at a time.
 
     For one run (`run_id`) with `until_finished`, it ends after the run's `run_finished` event (at
     once when the run had already finished). A reader that falls behind the feed reads from the
-    store again where it stopped. With `idle`, None comes after that many seconds without an event
-    (a stream sends its keep-alive then).
+    store again where it stopped. With `idle`, an empty batch comes after that many seconds without
+    an event (a stream sends its keep-alive then). With `linger`, a live batch waits that long for
+    more events, so a busy run makes fewer, larger writes to each reader.
     """
     store = feed.store
 
@@ -280,19 +304,29 @@ async def follow(
                 return found
             since = page[-1]["id"]
 
+    def fresh(events: list[Event], last: int) -> tuple[list[Event], int, bool]:
+        """The events after `last` a reader wants, up to the end of its run; the new last id; whether it ended."""
+        kept: list[Event] = []
+        for event in events:
+            if event["id"] <= last:
+                continue
+            last = event["id"]
+            if wanted(event):
+                kept.append(event)
+                if until_finished and event.get("type") == "run_finished":
+                    return kept, last, True
+        return kept, last, False
+
     subscription = await feed.subscribe(wanted)
     try:
         last = after
         finished = False
         while True:
-            for event in await stored(last):
-                last = event["id"]
-                if wanted(event):
-                    yield event
-                    if until_finished and event.get("type") == "run_finished":
-                        return
-            if finished:
-                return  # a run cancelled before it started ends without a run_finished event
+            batch, last, ended = fresh(await stored(last), last)
+            if batch:
+                yield batch
+            if ended or finished:
+                return  # (finished: a run cancelled before it started ends without a run_finished event)
             if not until_finished or run_id is None:
                 break
             run = await asyncio.to_thread(store.get_run, run_id)
@@ -302,18 +336,19 @@ async def follow(
                 break
             finished = True  # read once more: its last events may have committed after the read above
         while True:
-            batch = await subscription.next(idle)
-            if not batch and not subscription.lagged:
-                yield None
+            live = await subscription.next(idle)
+            if not live and not subscription.lagged:
+                yield []
                 continue
+            if linger:
+                await asyncio.sleep(linger)
+                live += await subscription.next(0)
             if subscription.take_lag():
-                batch = [event for event in await stored(last) if wanted(event)]  # the dropped ones are stored
-            for event in batch:
-                if event["id"] <= last:
-                    continue
-                last = event["id"]
-                yield event
-                if until_finished and event.get("type") == "run_finished":
-                    return
+                live = await stored(last)  # the dropped ones are in the store
+            batch, last, ended = fresh(live, last)
+            if batch:
+                yield batch
+            if ended:
+                return
     finally:
         subscription.close()

@@ -17,7 +17,7 @@ from fastapi.security import HTTPBearer
 
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.events import EVENT_TYPES, RunStatus
-from agentflow.engine.feed import follow
+from agentflow.engine.feed import batches
 from agentflow.engine.inputs import InputError
 from agentflow.progress import run_summary
 from agentflow.runtime import AgentFlow
@@ -42,7 +42,7 @@ from agentflow.web.models import (
     WorkflowSummary,
     capability_set,
 )
-from agentflow.web.sse import KEEPALIVE_SECONDS, sse
+from agentflow.web.sse import KEEPALIVE_SECONDS, LINGER_SECONDS, sse
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
@@ -302,7 +302,9 @@ async def stream_run(
     after: Annotated[int | None, Query(ge=0, description="resume after this event id (or send Last-Event-ID)")] = None,
 ) -> StreamingResponse:
     start = _resume_from(request, after) or 0
-    events = follow(flow.feed, after=start, run_id=run.id, until_finished=True, idle=KEEPALIVE_SECONDS)
+    events = batches(
+        flow.feed, after=start, run_id=run.id, until_finished=True, idle=KEEPALIVE_SECONDS, linger=LINGER_SECONDS
+    )
     return StreamingResponse(sse(events), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
@@ -341,7 +343,7 @@ async def stream_events(
     start = _resume_from(request, after)
     if start is None:
         start = await asyncio.to_thread(flow.store.last_event_id)
-    events = follow(feed, after=start, run_id=run_id, match=match, idle=KEEPALIVE_SECONDS)
+    events = batches(feed, after=start, run_id=run_id, match=match, idle=KEEPALIVE_SECONDS, linger=LINGER_SECONDS)
     return StreamingResponse(sse(events), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 

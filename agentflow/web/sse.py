@@ -8,20 +8,34 @@ connection open through proxies.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
 KEEPALIVE_SECONDS = 15.0
+# A busy run's events go out at most this often per stream, together: fewer, larger writes.
+LINGER_SECONDS = 0.1
 RETRY_MS = 2000
+_CACHED = 4096
+
+# Every subscriber of an event sends the same frame: encode it once (events are never changed).
+_frames: OrderedDict[int, str] = OrderedDict()
 
 
 def message(event: dict[str, Any]) -> str:
-    data = json.dumps(event, default=str, separators=(",", ":"))  # one line: no newline can break the frame
-    return f"id: {event['id']}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n"
+    event_id = event["id"]
+    frame = _frames.get(event_id)
+    if frame is None:
+        data = json.dumps(event, default=str, separators=(",", ":"))  # one line: no newline can break the frame
+        frame = _frames[event_id] = f"id: {event_id}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n"
+        if len(_frames) > _CACHED:
+            _frames.popitem(last=False)
+    return frame
 
 
-async def sse(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[str]:
-    """The stream's text: a retry hint, then one message per event; None (an idle spell) is a keep-alive."""
+async def sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[str]:
+    """The stream's text: a retry hint, then each batch of events as one write; an empty batch (an idle
+    spell) is a keep-alive."""
     yield f"retry: {RETRY_MS}\n\n"
-    async for event in events:
-        yield ": keep-alive\n\n" if event is None else message(event)
+    async for batch in batches:
+        yield "".join(message(event) for event in batch) if batch else ": keep-alive\n\n"

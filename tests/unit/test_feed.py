@@ -66,7 +66,7 @@ async def clock() -> Clock:
 
 @pytest.fixture
 async def feed(store: CommitLog, clock: Clock) -> AsyncIterator[LiveFeed]:
-    live = LiveFeed(store, EventBus(), gap_seconds=1.0, clock=clock)  # type: ignore[arg-type]
+    live = LiveFeed(store, EventBus(), gap_seconds=1.0, linger_seconds=0, clock=clock)  # type: ignore[arg-type]
     await live.start()
     yield live
     await live.stop()
