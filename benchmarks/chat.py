@@ -117,6 +117,7 @@ print(json.dumps([one_round(number) for number in range(rounds)]), flush=True)
 def app_process(home: Path, base_url: str) -> Any:
     """`python app.py` on a free port with the fake model; a context manager yielding its URL."""
     import contextlib
+    import signal
     import socket
     import subprocess
     import sys
@@ -148,10 +149,15 @@ def app_process(home: Path, base_url: str) -> Any:
                     if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                         break
                 time.sleep(0.2)
+            gradio_rounds(url, 1, 1)  # its first turn imports LiteLLM: not what the rounds measure
             yield url
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     return started()
 

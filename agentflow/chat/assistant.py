@@ -7,6 +7,8 @@ fenced YAML block instead, validated the same way.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -87,11 +89,18 @@ PEOPLE_ONLY = {
 }
 
 
-def tool_specs() -> list[dict[str, Any]]:
-    return [
+@functools.cache
+def _specs() -> tuple[dict[str, Any], ...]:
+    # Generating the JSON Schemas costs more than the rest of a turn's own work: once per process.
+    return tuple(
         {"type": "function", "function": {"name": name, "description": text, "parameters": args.model_json_schema()}}
         for name, (text, args) in TOOLS.items()
-    ]
+    )
+
+
+def tool_specs() -> list[dict[str, Any]]:
+    """The assistant's tools as the model is offered them (a fresh copy: a call may not change the cache)."""
+    return copy.deepcopy(list(_specs()))
 
 
 class Assistant:
