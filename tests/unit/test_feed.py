@@ -147,9 +147,17 @@ async def test_follow_catches_up_from_the_store_when_it_fell_behind(feed: LiveFe
             assert event is not None
             seen.append(event["id"])
 
+    subscribed = asyncio.Event()
+    subscribe = feed.subscribe
+
+    async def subscribe_and_say(*args: Any, **kwargs: Any) -> Subscription:
+        subscription = await subscribe(*args, **kwargs)
+        subscribed.set()
+        return subscription
+
+    feed.subscribe = subscribe_and_say  # type: ignore[method-assign]
     reader = asyncio.create_task(read())
-    while not feed._subscriptions:  # the reader subscribed (an observable state, not a delay)
-        await asyncio.sleep(0)
+    await subscribed.wait()  # the reader is following live before the flood
     for event_id in range(2, 30_000):  # far more than a reader's buffer
         store.commit(event_id)
     store.commit(30_000, kind="run_finished")
