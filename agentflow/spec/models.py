@@ -220,31 +220,145 @@ class Budget(Strict):
     _wall = field_validator("wall")(_check_duration)
 
 
+TRIGGER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+MISFIRE_POLICIES = ("skip", "once", "all")
+_TriggerName = Annotated[
+    str | None,
+    Field(
+        None,
+        pattern=TRIGGER_NAME_PATTERN,
+        description="Names the trigger (its URL, its secret, its schedule); default: its kind, then kind-2, kind-3...",
+    ),
+]
+
+
 class WebhookTrigger(Strict):
-    secret: str | None = Field(None, description="A ${env:NAME} reference to the signing secret")
+    """Signed HTTP deliveries (Standard Webhooks) to POST /api/hooks/WORKFLOW[/NAME] start runs."""
+
+    name: _TriggerName = None
+    secret: str | None = Field(
+        None,
+        description="A ${env:NAME} reference to the signing secret (whsec_...); default: one generated at deploy",
+    )
+    inputs: dict[str, str] | None = Field(
+        None,
+        description="Input name -> JMESPath over the JSON body (e.g. ticket: issue.title); default: the body is the inputs",
+    )
+    wait: Duration | None = Field(
+        None, description="Answer with the run's outputs when it ends within this time (a 202 with the run otherwise)"
+    )
+    rate: int = Field(600, ge=1, le=1_000_000, description="Deliveries accepted per minute (bursts up to it); then 429")
+
+    _wait = field_validator("wait")(_check_duration)
 
 
 class ScheduleTrigger(Strict):
-    cron: str
+    """Runs at the times of a cron expression, in a time zone; missed times are handled by `misfire`."""
+
+    name: _TriggerName = None
+    cron: str = Field(description="5 fields: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'")
+    timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Paris; cron times are read in it")
     inputs: dict[str, Any] = Field(default_factory=dict)
+    misfire: Literal["skip", "once", "all"] = Field(
+        "once",
+        description=(
+            "Times missed while no server ran: skip them, run once for all of them (default), "
+            "or run each (at most `catch_up`)"
+        ),
+    )
+    catch_up: int = Field(10, ge=1, le=1000, description="With misfire: all, the most missed times run")
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, value: str) -> str:
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
         if len(value.split()) != 5:
             raise ValueError(f"'{value}' is not a 5-field cron expression (minute hour day month weekday)")
+        if not croniter.is_valid(value):
+            raise ValueError(f"'{value}' is not a valid cron expression; e.g. '*/15 * * * *' or '0 9 * * 1-5'")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone; write e.g. UTC, Europe/Paris, America/New_York")
+        return value
+
+
+class ChatTrigger(Strict):
+    """A chat message (Telegram, WhatsApp) that starts a run: by command or by pattern; the rest goes to the assistant."""
+
+    name: _TriggerName = None
+    command: str | None = Field(
+        None, pattern=r"^/?[a-z0-9_]{1,32}$", description="e.g. /triage: a message starting with it runs the workflow"
+    )
+    pattern: str | None = Field(None, max_length=200, description="A regular expression a message must match")
+    input: str | None = Field(
+        None, description="The input that receives the message text (after the command); default: the only input"
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"'{value}' is not a regular expression: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ChatTrigger:
+        if (self.command is None) == (self.pattern is None):
+            raise ValueError("a chat trigger has exactly one of `command: /name` or `pattern: regex`")
+        if self.command is not None and not self.command.startswith("/"):
+            self.command = "/" + self.command
+        return self
+
+
+TRIGGER_KINDS = ("webhook", "schedule", "telegram", "whatsapp")
 
 
 class Trigger(Strict):
     webhook: WebhookTrigger | None = None
     schedule: ScheduleTrigger | None = None
+    telegram: ChatTrigger | None = None
+    whatsapp: ChatTrigger | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Trigger:
-        if (self.webhook is None) == (self.schedule is None):
-            raise ValueError("a trigger is exactly one of `webhook: {}` or `schedule: {cron: ...}`")
+        if sum(getattr(self, kind) is not None for kind in TRIGGER_KINDS) != 1:
+            raise ValueError(
+                "a trigger is exactly one of `webhook: {}`, `schedule: {cron: ...}`, "
+                "`telegram: {command: /name}` or `whatsapp: {command: /name}`"
+            )
         return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in TRIGGER_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def config(self) -> WebhookTrigger | ScheduleTrigger | ChatTrigger:
+        config: WebhookTrigger | ScheduleTrigger | ChatTrigger = getattr(self, self.kind)
+        return config
+
+
+def trigger_names(triggers: list[Trigger]) -> list[str]:
+    """Each trigger's name: its own, else its kind for the first of a kind, then kind-2, kind-3..."""
+    seen: dict[str, int] = {}
+    names = []
+    for trigger in triggers:
+        kind = trigger.kind
+        seen[kind] = seen.get(kind, 0) + 1
+        names.append(trigger.config.name or (kind if seen[kind] == 1 else f"{kind}-{seen[kind]}"))
+    return names
 
 
 _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"

@@ -28,7 +28,7 @@ from agentflow.spec.expressions import (
 from agentflow.spec.graph import analyze
 from agentflow.spec.loader import MAX_FILE_BYTES, LoadedDocument, load_yaml
 from agentflow.spec.model_errors import DataPath, describe, dotted, model_error_messages, suggest, value_at
-from agentflow.spec.models import NODE_ID_PATTERN, RESERVED_IDS, Workflow
+from agentflow.spec.models import NODE_ID_PATTERN, RESERVED_IDS, ChatTrigger, Workflow, trigger_names
 
 BUILTIN_TOOL_NAMES = ("http_request", "calculator", "json_query", "current_time")
 BUILTIN_NETWORK_TOOLS = ("http_request",)
@@ -90,6 +90,7 @@ def load_workflow(
     if workflow is not None:
         for problem in analyze(workflow).problems:
             report.add(problem.path, problem.message)
+        _check_triggers(workflow, report)
     report.raise_if_any()
     assert workflow is not None
     return workflow
@@ -311,3 +312,45 @@ def _check_env_string(path: DataPath, value: str, data: Any, report: _Report) ->
         report.add(path, "${env:...} is not allowed here: secrets never reach the model: pass them in tool args only")
     else:
         report.add(path, "${env:...} is resolved only in tool args and a webhook trigger's secret; remove it from here")
+
+
+def _check_triggers(workflow: Workflow, report: _Report) -> None:
+    """Trigger names are unique; the inputs they fill are declared; chat triggers say which input gets the text."""
+    declared = list(workflow.spec.inputs)
+    seen: dict[str, int] = {}
+    for index, (trigger, name) in enumerate(
+        zip(workflow.spec.triggers, trigger_names(workflow.spec.triggers), strict=True)
+    ):
+        path: DataPath = ("spec", "triggers", index, trigger.kind)
+        if name in seen:
+            report.add(path, f"two triggers are named '{name}'; give each its own `name:`")
+        seen[name] = index
+
+        def undeclared(key: str, where: DataPath) -> None:
+            hint = suggest(key, declared, "declared inputs are") or "declare it under spec.inputs"
+            report.add(where, f"trigger '{name}' fills input '{key}', which is not declared in spec.inputs; {hint}")
+
+        config = trigger.config
+        if trigger.webhook is not None:
+            for key, expression in (trigger.webhook.inputs or {}).items():
+                if key not in declared:
+                    undeclared(key, (*path, "inputs", key))
+                try:
+                    compile_expression(expression)
+                except ExpressionError as error:
+                    report.add(
+                        (*path, "inputs", key), f"invalid JMESPath for input '{key}' of trigger '{name}': {error}"
+                    )
+        elif trigger.schedule is not None:
+            for key in trigger.schedule.inputs:
+                if key not in declared:
+                    undeclared(key, (*path, "inputs", key))
+        elif isinstance(config, ChatTrigger):
+            if config.input is not None and config.input not in declared:
+                undeclared(config.input, (*path, "input"))
+            elif config.input is None and len(declared) != 1:
+                choices = ", ".join(declared) or "none is declared"
+                report.add(
+                    path,
+                    f"trigger '{name}' must say which input receives the message: add `input: NAME` ({choices})",
+                )

@@ -58,6 +58,8 @@ class RunRecord:
     active_s: float = 0.0
     cancel_requested: bool = False
     executed_by: str | None = None  # the last process that executed it (host:pid:id)
+    reply_to: dict[str, Any] | None = None
+    """Where a chat-started run answers: {"channel": "telegram", "chat": "123", ...} (channels/notifier.py)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +90,7 @@ class ApprovalRecord:
     comment: str | None
     requested_at: float
     decided_at: float | None
+    decided_by: str | None = None  # the person: api:admin, web:admin, telegram:12345, whatsapp:+336...
 
 
 @dataclass(slots=True)
@@ -168,6 +171,68 @@ class AssistantCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One step of a workflow's deployment history; the newest is in force (`version` None: undeployed)."""
+
+    id: int
+    workflow: str
+    version: str | None
+    action: str  # deploy | rollback | undeploy
+    deployed_by: str
+    deployed_at: float
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HookSecret:
+    """A webhook trigger's signing secret; a rotated one stays valid until `retired_at` (the grace period)."""
+
+    workflow: str
+    trigger: str
+    secret: str
+    created_at: float
+    retired_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What happened to one thing the world sent: a webhook delivery, a schedule's fire, a chat message."""
+
+    workflow: str
+    trigger: str
+    channel: str  # webhook | schedule | telegram | whatsapp
+    outcome: str  # accepted | duplicate | refused
+    key: str | None = None  # the delivery id, the fire time, the update id, the message SID
+    detail: str | None = None  # why it was refused (with the HTTP status), or what it started
+    run_id: str | None = None
+    at: float = 0.0
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A deployed schedule trigger and its next fire time (unix seconds; None once nothing is left to fire)."""
+
+    workflow: str
+    trigger: str
+    version: str
+    cron: str
+    timezone: str
+    next_fire_at: float | None
+    last_fire_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggeredRun:
+    """A run a trigger asks for, under its idempotency key: one run per (scope, key), ever."""
+
+    run: RunRecord
+    scope: str  # e.g. webhook:WORKFLOW:TRIGGER, schedule:WORKFLOW:TRIGGER, telegram:BOT
+    key: str  # the delivery id, the fire time, the update id...
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
 class TraceState:
     run_id: str
     trace_id: str | None
@@ -229,7 +294,19 @@ class ApprovalStore(Protocol):
     """Approvals a run waits for; decided exactly once, consumed by the run's continuation."""
 
     def pending_approval(self, run_id: str) -> ApprovalRecord | None: ...
-    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None: ...
+    def decide_approval(
+        self,
+        run_id: str,
+        *,
+        approved: bool,
+        comment: str | None,
+        approval_id: int | None = None,
+        decided_by: str | None = None,
+    ) -> ApprovalRecord | None:
+        """Decide the run's pending approval exactly once (only approval `approval_id` when given: a button
+        for an earlier approval never decides a later one); None when there is nothing left to decide."""
+        ...
+
     def decided_approval(self, run_id: str) -> ApprovalRecord | None: ...
     def consume_approval(self, approval_id: int) -> None: ...
     def approval(self, approval_id: int) -> ApprovalRecord | None: ...
@@ -243,6 +320,62 @@ class GrantStore(Protocol):
     ) -> GrantRecord: ...
     def latest_grant(self, workflow: str) -> GrantRecord | None: ...
     def list_grants(self, workflow: str) -> list[GrantRecord]: ...
+
+
+class TriggerStore(Protocol):
+    """What starts runs from the world: deployments, webhook secrets, idempotency keys, schedules, and the
+    log of deliveries (accepted, duplicate, refused)."""
+
+    def record_deployment(
+        self, workflow: str, version: str | None, *, action: str, by: str, note: str | None = None
+    ) -> Deployment: ...
+    def current_deployment(self, workflow: str) -> Deployment | None:
+        """The deployment in force; None when never deployed or undeployed."""
+        ...
+
+    def deployment_history(self, workflow: str, *, limit: int = 50) -> list[Deployment]:
+        """Newest first."""
+        ...
+
+    def deployments(self) -> list[Deployment]:
+        """Every workflow's deployment in force."""
+        ...
+
+    def add_hook_secret(self, workflow: str, trigger: str, secret: str, *, retire_others_at: float) -> HookSecret:
+        """A new signing secret for a webhook trigger; the ones before it stay valid until `retire_others_at`."""
+        ...
+
+    def hook_secrets(self, workflow: str, trigger: str, *, now: float) -> list[HookSecret]:
+        """The secrets valid at `now`, newest first."""
+        ...
+
+    def start_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        """Record each run with its key and its delivery, atomically: (run id, True) for a new run, or
+        (the first run's id, False) when the key was seen before (the delivery is then logged a duplicate).
+        Durable when it returns; the runs are queued as `create_run` queues."""
+        ...
+
+    def first_sighting(self, scope: str, key: str) -> bool:
+        """Record a key that starts no run (a chat message to the assistant, a button press); False when seen."""
+        ...
+
+    def log_delivery(self, delivery: Delivery) -> None:
+        """Queue a delivery for the log (refusals; visible after `flush`)."""
+        ...
+
+    def deliveries(self, workflow: str | None = None, *, limit: int = 20) -> list[Delivery]:
+        """The latest deliveries, newest first."""
+        ...
+
+    def set_schedules(self, workflow: str, schedules: list[Schedule]) -> None:
+        """Replace a workflow's schedules (on deploy, rollback, undeploy)."""
+        ...
+
+    def schedules(self, workflow: str | None = None) -> list[Schedule]: ...
+    def claim_fire(self, schedule: Schedule, *, next_fire_at: float | None, runs: list[TriggeredRun]) -> bool:
+        """Move a schedule from its `next_fire_at` to the next one and record its runs, atomically; False when
+        another process claimed that fire first (or the schedule changed): then nothing is recorded."""
+        ...
 
 
 class ChatStore(Protocol):
@@ -344,6 +477,7 @@ class Store(
     RunStore,
     ApprovalStore,
     GrantStore,
+    TriggerStore,
     ChatStore,
     LedgerStore,
     TraceStore,

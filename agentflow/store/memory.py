@@ -30,13 +30,18 @@ from agentflow.store.base import (
     ConfigVersion,
     CostRow,
     DailyCost,
+    Delivery,
+    Deployment,
     GrantRecord,
+    HookSecret,
     Message,
     NodeRunRecord,
     RunRecord,
+    Schedule,
     Session,
     ThreadRows,
     TraceState,
+    TriggeredRun,
     WorkflowVersion,
     WriteRow,
 )
@@ -45,7 +50,7 @@ from agentflow.store.sql import content_hash, dumps, text
 
 T = TypeVar("T")
 Method = TypeVar("Method", bound=Callable[..., Any])
-_JSON_FIELDS = ("inputs", "outputs")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to")
 _RUN_FIELDS = frozenset(RunRecord.__slots__)
 _SESSION_FIELDS = frozenset(("title", "model", "current_version", "updated_at"))
 
@@ -107,6 +112,11 @@ class InMemoryStore:
         self._calls: list[_Call] = []
         self._traces: dict[str, TraceState] = {}
         self._threads: dict[str, _Thread] = {}
+        self._deployments: list[Deployment] = []
+        self._hook_secrets: list[HookSecret] = []
+        self._keys: dict[tuple[str, str], str | None] = {}  # (scope, key) -> the run it started
+        self._deliveries: list[Delivery] = []
+        self._schedules: dict[tuple[str, str], Schedule] = {}
 
     # -- durability: every write is applied before its call returns; no change feed ------
 
@@ -273,13 +283,21 @@ class InMemoryStore:
         return _last(self._approvals, lambda approval: approval.run_id == run_id and approval.status == "pending")
 
     @_locked
-    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None:
+    def decide_approval(
+        self,
+        run_id: str,
+        *,
+        approved: bool,
+        comment: str | None,
+        approval_id: int | None = None,
+        decided_by: str | None = None,
+    ) -> ApprovalRecord | None:
         """Decide the pending approval exactly once; None when there is none (or it was already decided)."""
         approval = self._pending(run_id)
-        if approval is None:
+        if approval is None or (approval_id is not None and approval.id != approval_id):
             return None
         approval.status = "approved" if approved else "rejected"
-        approval.comment, approval.decided_at = text(comment), time.time()
+        approval.comment, approval.decided_at, approval.decided_by = text(comment), time.time(), text(decided_by)
         run = self._runs.get(run_id)
         if run is not None and run.status == "waiting_approval":
             run.status = "queued"
@@ -304,6 +322,123 @@ class InMemoryStore:
     @_locked
     def approval(self, approval_id: int) -> ApprovalRecord | None:
         return _last(self._approvals, lambda approval: approval.id == approval_id)
+
+    # -- triggers -----------------------------------------------------------------
+
+    @_locked
+    def record_deployment(
+        self, workflow: str, version: str | None, *, action: str, by: str, note: str | None = None
+    ) -> Deployment:
+        deployment = Deployment(len(self._deployments) + 1, workflow, version, action, by, time.time(), note)
+        self._deployments.append(replace(deployment, deployed_by=_text(by), note=text(note)))
+        return deployment
+
+    @_locked
+    def current_deployment(self, workflow: str) -> Deployment | None:
+        current = _last(self._deployments, lambda deployment: deployment.workflow == workflow)
+        return current if current is not None and current.version is not None else None
+
+    @_locked
+    def deployment_history(self, workflow: str, *, limit: int = 50) -> list[Deployment]:
+        return [deployment for deployment in reversed(self._deployments) if deployment.workflow == workflow][:limit]
+
+    @_locked
+    def deployments(self) -> list[Deployment]:
+        latest = {deployment.workflow: deployment for deployment in self._deployments}
+        return [latest[name] for name in sorted(latest) if latest[name].version is not None]
+
+    @_locked
+    def add_hook_secret(self, workflow: str, trigger: str, secret: str, *, retire_others_at: float) -> HookSecret:
+        for index, old in enumerate(self._hook_secrets):
+            if (old.workflow, old.trigger) == (workflow, trigger) and (
+                old.retired_at is None or old.retired_at > retire_others_at
+            ):
+                self._hook_secrets[index] = replace(old, retired_at=retire_others_at)
+        added = HookSecret(workflow, trigger, secret, time.time())
+        self._hook_secrets.append(added)
+        return added
+
+    @_locked
+    def hook_secrets(self, workflow: str, trigger: str, *, now: float) -> list[HookSecret]:
+        return [
+            secret
+            for secret in reversed(self._hook_secrets)
+            if (secret.workflow, secret.trigger) == (workflow, trigger)
+            and (secret.retired_at is None or secret.retired_at > now)
+        ]
+
+    @_locked
+    def start_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        return [self._start_triggered(request) for request in requests]
+
+    def _start_triggered(self, request: TriggeredRun) -> tuple[str, bool]:
+        run = request.run
+        run.created_at = run.created_at or time.time()
+        found = (request.scope, _text(request.key))
+        if found in self._keys:
+            first = self._keys[found]
+            self._add_delivery(
+                replace(request.delivery, outcome="duplicate", run_id=first, detail="seen before: no new run")
+            )
+            return first or "", False
+        self._keys[found] = run.id
+        self._runs[run.id] = RunRecord(**{key: _run_value(key, getattr(run, key)) for key in RunRecord.__slots__})
+        self._add_delivery(replace(request.delivery, run_id=run.id, at=run.created_at))
+        return run.id, True
+
+    def _add_delivery(self, delivery: Delivery) -> None:
+        self._deliveries.append(
+            replace(
+                delivery,
+                id=len(self._deliveries) + 1,
+                key=text(delivery.key),
+                detail=text(delivery.detail),
+                at=delivery.at or time.time(),
+            )
+        )
+
+    @_locked
+    def first_sighting(self, scope: str, key: str) -> bool:
+        if (scope, _text(key)) in self._keys:
+            return False
+        self._keys[(scope, _text(key))] = None
+        return True
+
+    @_locked
+    def log_delivery(self, delivery: Delivery) -> None:
+        self._add_delivery(delivery)
+
+    @_locked
+    def deliveries(self, workflow: str | None = None, *, limit: int = 20) -> list[Delivery]:
+        return [item for item in reversed(self._deliveries) if workflow is None or item.workflow == workflow][:limit]
+
+    @_locked
+    def set_schedules(self, workflow: str, schedules: list[Schedule]) -> None:
+        for key in [key for key in self._schedules if key[0] == workflow]:
+            del self._schedules[key]
+        for schedule in schedules:
+            self._schedules[(workflow, schedule.trigger)] = replace(schedule, workflow=workflow)
+
+    @_locked
+    def schedules(self, workflow: str | None = None) -> list[Schedule]:
+        return [self._schedules[key] for key in sorted(self._schedules) if workflow is None or key[0] == workflow]
+
+    @_locked
+    def claim_fire(self, schedule: Schedule, *, next_fire_at: float | None, runs: list[TriggeredRun]) -> bool:
+        current = self._schedules.get((schedule.workflow, schedule.trigger))
+        if (
+            current is None
+            or current.version != schedule.version
+            or current.next_fire_at is None
+            or current.next_fire_at != schedule.next_fire_at
+        ):
+            return False
+        self._schedules[(schedule.workflow, schedule.trigger)] = replace(
+            current, next_fire_at=next_fire_at, last_fire_at=schedule.next_fire_at
+        )
+        for request in runs:
+            self._start_triggered(request)
+        return True
 
     # -- grants -----------------------------------------------------------------
 
@@ -586,7 +721,7 @@ def _text(value: str) -> str:
 def _run_value(key: str, value: Any) -> Any:
     """A run's field as the runs table gives it back."""
     if key in _JSON_FIELDS:
-        return _json(value) if key == "outputs" else _json(value) or {}
+        return _json(value) or {} if key == "inputs" else _json(value)
     if key == "cancel_requested":
         return bool(value)
     return text(value) if isinstance(value, str) else value

@@ -283,3 +283,67 @@ def m008_ledger_sources(db: sqlite_utils.Database) -> None:
     table = db.table("llm_calls")
     table.add_column("source", str, not_null_default="run")
     table.add_column("session_id", str)
+
+
+@migration
+def m009_triggers(db: sqlite_utils.Database) -> None:
+    # What starts runs from the world (agentflow/triggers/): deployments (append-only; the newest per
+    # workflow is in force), webhook secrets (rotation keeps the old one valid for a grace period), one
+    # run per idempotency key ever (webhook delivery ids, schedule fire times, chat update ids), the
+    # delivery log, and schedules with their next fire time (claimed atomically by one process).
+    db.table("deployments").create(
+        {
+            "id": int,
+            "workflow": str,
+            "version": str,
+            "action": str,
+            "deployed_by": str,
+            "deployed_at": float,
+            "note": str,
+        },
+        pk="id",
+        not_null={"workflow", "action", "deployed_by", "deployed_at"},
+    )
+    db.table("deployments").create_index(["workflow", "id"])
+    db.table("hook_secrets").create(
+        {"id": int, "workflow": str, "trigger": str, "secret": str, "created_at": float, "retired_at": float},
+        pk="id",
+        not_null={"workflow", "trigger", "secret", "created_at"},
+    )
+    db.table("hook_secrets").create_index(["workflow", "trigger", "id"])
+    db.table("trigger_keys").create(
+        {"scope": str, "key": str, "run_id": str, "created_at": float},
+        pk=("scope", "key"),
+        not_null={"scope", "key", "created_at"},
+    )
+    db.table("deliveries").create(
+        {
+            "id": int,
+            "workflow": str,
+            "trigger": str,
+            "channel": str,
+            "outcome": str,
+            "key": str,
+            "detail": str,
+            "run_id": str,
+            "at": float,
+        },
+        pk="id",
+        not_null={"workflow", "trigger", "channel", "outcome", "at"},
+    )
+    db.table("deliveries").create_index(["workflow", "id"])
+    db.table("schedules").create(
+        {
+            "workflow": str,
+            "trigger": str,
+            "version": str,
+            "cron": str,
+            "timezone": str,
+            "next_fire_at": float,
+            "last_fire_at": float,
+        },
+        pk=("workflow", "trigger"),
+        not_null={"version", "cron", "timezone"},
+    )
+    db.table("runs").add_column("reply_to", str)
+    db.table("approvals").add_column("decided_by", str)

@@ -131,6 +131,33 @@ sql(
     """,
 )
 
+sql(
+    "m009_triggers",
+    """
+    CREATE TABLE deployments (
+        id BIGSERIAL PRIMARY KEY, workflow TEXT NOT NULL, version TEXT, action TEXT NOT NULL,
+        deployed_by TEXT NOT NULL, deployed_at DOUBLE PRECISION NOT NULL, note TEXT);
+    CREATE INDEX idx_deployments_workflow_id ON deployments (workflow, id);
+    CREATE TABLE hook_secrets (
+        id BIGSERIAL PRIMARY KEY, workflow TEXT NOT NULL, trigger TEXT NOT NULL, secret TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, retired_at DOUBLE PRECISION);
+    CREATE INDEX idx_hook_secrets_workflow_trigger_id ON hook_secrets (workflow, trigger, id);
+    CREATE TABLE trigger_keys (
+        scope TEXT NOT NULL, key TEXT NOT NULL, run_id TEXT, created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, key));
+    CREATE TABLE deliveries (
+        id BIGSERIAL PRIMARY KEY, workflow TEXT NOT NULL, trigger TEXT NOT NULL, channel TEXT NOT NULL,
+        outcome TEXT NOT NULL, key TEXT, detail TEXT, run_id TEXT, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX idx_deliveries_workflow_id ON deliveries (workflow, id);
+    CREATE TABLE schedules (
+        workflow TEXT NOT NULL, trigger TEXT NOT NULL, version TEXT NOT NULL, cron TEXT NOT NULL,
+        timezone TEXT NOT NULL, next_fire_at DOUBLE PRECISION, last_fire_at DOUBLE PRECISION,
+        PRIMARY KEY (workflow, trigger));
+    ALTER TABLE runs ADD COLUMN reply_to TEXT;
+    ALTER TABLE approvals ADD COLUMN decided_by TEXT
+    """,
+)
+
 
 def _queue_schema(conn: Conn) -> None:
     from procrastinate.schema import SchemaManager

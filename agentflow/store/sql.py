@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from agentflow.engine import events as ev
@@ -28,20 +29,25 @@ from agentflow.store.base import (
     ConfigVersion,
     CostRow,
     DailyCost,
+    Delivery,
+    Deployment,
     GrantRecord,
+    HookSecret,
     Message,
     NodeRunRecord,
     RunRecord,
+    Schedule,
     Session,
     ThreadRows,
     TraceState,
+    TriggeredRun,
     WorkflowVersion,
     WriteRow,
 )
 from agentflow.store.checkpoint import DurableSaver
 from agentflow.store.writer import BatchWriter, Conn
 
-_JSON_FIELDS = ("inputs", "outputs")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to")
 _RUN_COLUMNS = frozenset(RunRecord.__slots__)
 _SESSION_COLUMNS = frozenset(("title", "model", "current_version", "updated_at"))
 _TRACE_UPSERT = (
@@ -333,18 +339,27 @@ class SQLStore:
         )
         return _approval(rows[0]) if rows else None
 
-    def decide_approval(self, run_id: str, *, approved: bool, comment: str | None) -> ApprovalRecord | None:
+    def decide_approval(
+        self,
+        run_id: str,
+        *,
+        approved: bool,
+        comment: str | None,
+        approval_id: int | None = None,
+        decided_by: str | None = None,
+    ) -> ApprovalRecord | None:
         """Decide the pending approval exactly once; None when there is none (or it was already decided)."""
 
         def decide(conn: Conn) -> int | None:
             row = conn.execute(
                 "SELECT id FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY id DESC LIMIT 1", (run_id,)
             ).fetchone()
-            if row is None:
+            if row is None or (approval_id is not None and int(row[0]) != approval_id):
                 return None
             decided = conn.execute(
-                "UPDATE approvals SET status = ?, comment = ?, decided_at = ? WHERE id = ? AND status = 'pending'",
-                ("approved" if approved else "rejected", text(comment), time.time(), row[0]),
+                "UPDATE approvals SET status = ?, comment = ?, decided_at = ?, decided_by = ? "
+                "WHERE id = ? AND status = 'pending'",
+                ("approved" if approved else "rejected", text(comment), time.time(), text(decided_by), row[0]),
             )
             if decided.rowcount != 1:
                 return None
@@ -374,6 +389,162 @@ class SQLStore:
     def approval(self, approval_id: int) -> ApprovalRecord | None:
         rows = self._rows("SELECT * FROM approvals WHERE id = ?", (approval_id,))
         return _approval(rows[0]) if rows else None
+
+    # -- triggers -----------------------------------------------------------------
+
+    def record_deployment(
+        self, workflow: str, version: str | None, *, action: str, by: str, note: str | None = None
+    ) -> Deployment:
+        now = time.time()
+
+        def write(conn: Conn) -> int:
+            cursor = conn.execute(
+                "INSERT INTO deployments (workflow, version, action, deployed_by, deployed_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (workflow, version, action, text(by), now, text(note)),
+            )
+            return int(cursor.fetchone()[0])
+
+        return Deployment(self.writer.call(write), workflow, version, action, by, now, note)
+
+    def current_deployment(self, workflow: str) -> Deployment | None:
+        rows = self._rows("SELECT * FROM deployments WHERE workflow = ? ORDER BY id DESC LIMIT 1", (workflow,))
+        current = Deployment(**rows[0]) if rows else None
+        return current if current is not None and current.version is not None else None
+
+    def deployment_history(self, workflow: str, *, limit: int = 50) -> list[Deployment]:
+        rows = self._rows("SELECT * FROM deployments WHERE workflow = ? ORDER BY id DESC LIMIT ?", (workflow, limit))
+        return [Deployment(**row) for row in rows]
+
+    def deployments(self) -> list[Deployment]:
+        rows = self._rows(
+            "SELECT d.* FROM deployments AS d JOIN (SELECT workflow, MAX(id) AS id FROM deployments GROUP BY workflow) "
+            "AS latest ON latest.id = d.id WHERE d.version IS NOT NULL ORDER BY d.workflow"
+        )
+        return [Deployment(**row) for row in rows]
+
+    def add_hook_secret(self, workflow: str, trigger: str, secret: str, *, retire_others_at: float) -> HookSecret:
+        now = time.time()
+
+        def write(conn: Conn) -> None:
+            conn.execute(
+                "UPDATE hook_secrets SET retired_at = ? WHERE workflow = ? AND trigger = ? "
+                "AND (retired_at IS NULL OR retired_at > ?)",
+                (retire_others_at, workflow, trigger, retire_others_at),
+            )
+            conn.execute(
+                "INSERT INTO hook_secrets (workflow, trigger, secret, created_at) VALUES (?, ?, ?, ?)",
+                (workflow, trigger, secret, now),
+            )
+
+        self.writer.call(write)
+        return HookSecret(workflow, trigger, secret, now)
+
+    def hook_secrets(self, workflow: str, trigger: str, *, now: float) -> list[HookSecret]:
+        rows = self._rows(
+            "SELECT workflow, trigger, secret, created_at, retired_at FROM hook_secrets "
+            "WHERE workflow = ? AND trigger = ? AND (retired_at IS NULL OR retired_at > ?) ORDER BY id DESC",
+            (workflow, trigger, now),
+        )
+        return [HookSecret(**row) for row in rows]
+
+    def start_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        return self.writer.call(lambda conn: [self._start_triggered(conn, request) for request in requests])
+
+    def _start_triggered(self, conn: Conn, request: TriggeredRun) -> tuple[str, bool]:
+        run = request.run
+        run.created_at = run.created_at or time.time()
+        inserted = conn.execute(
+            "INSERT INTO trigger_keys (scope, key, run_id, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, key) DO NOTHING",
+            (request.scope, text(request.key), run.id, run.created_at),
+        )
+        if inserted.rowcount == 1:
+            row = _run_row(run)
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values())
+            )
+            self._enqueue(conn, run.id)
+            _insert_delivery(conn, replace(request.delivery, run_id=run.id, at=run.created_at))
+            return run.id, True
+        found = conn.execute(
+            "SELECT run_id FROM trigger_keys WHERE scope = ? AND key = ?", (request.scope, text(request.key))
+        ).fetchone()
+        first = found[0] if found is not None else None
+        _insert_delivery(
+            conn,
+            replace(
+                request.delivery, outcome="duplicate", run_id=first, at=time.time(), detail="seen before: no new run"
+            ),
+        )
+        return first or "", False
+
+    def first_sighting(self, scope: str, key: str) -> bool:
+        def insert(conn: Conn) -> bool:
+            cursor = conn.execute(
+                "INSERT INTO trigger_keys (scope, key, created_at) VALUES (?, ?, ?) ON CONFLICT (scope, key) DO NOTHING",
+                (scope, text(key), time.time()),
+            )
+            return bool(cursor.rowcount == 1)
+
+        return self.writer.call(insert)
+
+    def log_delivery(self, delivery: Delivery) -> None:
+        self.writer.submit(lambda conn: _insert_delivery(conn, replace(delivery, at=delivery.at or time.time())))
+
+    def deliveries(self, workflow: str | None = None, *, limit: int = 20) -> list[Delivery]:
+        where, params = ("WHERE workflow = ?", (workflow,)) if workflow is not None else ("", ())
+        rows = self._rows(f"SELECT * FROM deliveries {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [Delivery(**row) for row in rows]
+
+    def set_schedules(self, workflow: str, schedules: list[Schedule]) -> None:
+        def write(conn: Conn) -> None:
+            conn.execute("DELETE FROM schedules WHERE workflow = ?", (workflow,))
+            conn.executemany(
+                "INSERT INTO schedules (workflow, trigger, version, cron, timezone, next_fire_at, last_fire_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        workflow,
+                        item.trigger,
+                        item.version,
+                        item.cron,
+                        item.timezone,
+                        item.next_fire_at,
+                        item.last_fire_at,
+                    )
+                    for item in schedules
+                ],
+            )
+
+        self.writer.call(write)
+
+    def schedules(self, workflow: str | None = None) -> list[Schedule]:
+        where, params = ("WHERE workflow = ?", (workflow,)) if workflow is not None else ("", ())
+        rows = self._rows(f"SELECT * FROM schedules {where} ORDER BY workflow, trigger", params)
+        return [Schedule(**row) for row in rows]
+
+    def claim_fire(self, schedule: Schedule, *, next_fire_at: float | None, runs: list[TriggeredRun]) -> bool:
+        def claim(conn: Conn) -> bool:
+            cursor = conn.execute(
+                "UPDATE schedules SET next_fire_at = ?, last_fire_at = ? WHERE workflow = ? AND trigger = ? "
+                "AND version = ? AND next_fire_at = ?",
+                (
+                    next_fire_at,
+                    schedule.next_fire_at,
+                    schedule.workflow,
+                    schedule.trigger,
+                    schedule.version,
+                    schedule.next_fire_at,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return False
+            for request in runs:
+                self._start_triggered(conn, request)
+            return True
+
+        return self.writer.call(claim)
 
     # -- grants -----------------------------------------------------------------
 
@@ -838,6 +1009,23 @@ def _checkpoint_row(row: Row) -> CheckpointRow:
         bytes(row["checkpoint"]),
         row["metadata_type"],
         bytes(row["metadata"]),
+    )
+
+
+def _insert_delivery(conn: Conn, delivery: Delivery) -> None:
+    conn.execute(
+        "INSERT INTO deliveries (workflow, trigger, channel, outcome, key, detail, run_id, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            delivery.workflow,
+            delivery.trigger,
+            delivery.channel,
+            delivery.outcome,
+            text(delivery.key),
+            text(delivery.detail),
+            delivery.run_id,
+            delivery.at or time.time(),
+        ),
     )
 
 

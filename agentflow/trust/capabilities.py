@@ -27,9 +27,12 @@ class Capabilities:
     tools: frozenset[str] = frozenset()
     egress: frozenset[str] = frozenset()
     secrets: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    """Where the world can start the workflow once deployed: webhook, telegram, whatsapp (schedules are not
+    an opening: they run what the deployer chose, when they chose)."""
 
     def __bool__(self) -> bool:
-        return bool(self.tools or self.egress or self.secrets)
+        return bool(self.tools or self.egress or self.secrets or self.channels)
 
     def beyond(self, granted: Capabilities) -> Capabilities:
         """What this set needs that `granted` does not cover."""
@@ -37,13 +40,24 @@ class Capabilities:
             tools=self.tools - granted.tools,
             egress=frozenset(host for host in self.egress if not any(covers(have, host) for have in granted.egress)),
             secrets=self.secrets - granted.secrets,
+            channels=self.channels - granted.channels,
         )
 
     def __or__(self, other: Capabilities) -> Capabilities:
-        return Capabilities(self.tools | other.tools, self.egress | other.egress, self.secrets | other.secrets)
+        return Capabilities(
+            self.tools | other.tools,
+            self.egress | other.egress,
+            self.secrets | other.secrets,
+            self.channels | other.channels,
+        )
 
     def __sub__(self, other: Capabilities) -> Capabilities:
-        return Capabilities(self.tools - other.tools, self.egress - other.egress, self.secrets - other.secrets)
+        return Capabilities(
+            self.tools - other.tools,
+            self.egress - other.egress,
+            self.secrets - other.secrets,
+            self.channels - other.channels,
+        )
 
     def lines(self) -> list[str]:
         """One line per capability, for a person deciding a grant."""
@@ -51,13 +65,19 @@ class Capabilities:
             *(f"tool {name}" for name in sorted(self.tools)),
             *(f"egress to {_host_text(host)}" for host in sorted(self.egress)),
             *(f"secret {name}" for name in sorted(self.secrets)),
+            *(f"started by {_channel_text(name)}" for name in sorted(self.channels)),
         ]
 
     def describe(self) -> str:
         return "; ".join(self.lines()) or "nothing"
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"tools": sorted(self.tools), "egress": sorted(self.egress), "secrets": sorted(self.secrets)}
+        return {
+            "tools": sorted(self.tools),
+            "egress": sorted(self.egress),
+            "secrets": sorted(self.secrets),
+            "channels": sorted(self.channels),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Iterable[str]] | None) -> Capabilities:
@@ -66,6 +86,7 @@ class Capabilities:
             tools=frozenset(data.get("tools", ())),
             egress=frozenset(data.get("egress", ())),
             secrets=frozenset(data.get("secrets", ())),
+            channels=frozenset(data.get("channels", ())),
         )
 
 
@@ -77,6 +98,13 @@ def covers(granted: str, wanted: str) -> bool:
         suffix = granted[1:]
         return wanted.endswith(suffix) and wanted != suffix[1:]
     return False
+
+
+CHANNEL_TEXT = {"webhook": "signed webhooks", "telegram": "Telegram messages", "whatsapp": "WhatsApp messages"}
+
+
+def _channel_text(channel: str) -> str:
+    return CHANNEL_TEXT.get(channel, channel)
 
 
 def _host_text(host: str) -> str:
@@ -115,10 +143,13 @@ def derive(workflow: Workflow, tools: ToolRegistry | None = None) -> Capabilitie
             host = literal_host(node) if name in network else None
             if host:
                 egress.add(f"[{host}]" if ":" in host else host)
+    channels: set[str] = set()
     for trigger in workflow.spec.triggers:
         if trigger.webhook is not None and trigger.webhook.secret:
             secrets += env_references(trigger.webhook.secret)
-    return Capabilities(frozenset(used), frozenset(egress), frozenset(secrets))
+        if trigger.kind in CHANNEL_TEXT:
+            channels.add(trigger.kind)
+    return Capabilities(frozenset(used), frozenset(egress), frozenset(secrets), frozenset(channels))
 
 
 def summary(capabilities: Capabilities) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class CapabilitySet(BaseModel):
     tools: list[str]
     egress: list[str]
     secrets: list[str]
+    channels: list[str] = Field(default_factory=list, description="webhook, telegram, whatsapp: who may start it")
     text: str = Field(description="one readable line, e.g. 'tool http_request; egress to hooks.slack.com'")
 
 

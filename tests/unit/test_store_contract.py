@@ -401,6 +401,23 @@ def test_an_approval_is_decided_exactly_once(store: Store) -> None:
     assert store.approval(decided.id + 100) is None
 
 
+def test_a_decision_names_its_approval_and_its_person(store: Store) -> None:
+    new_run(store, "run-1")
+    assert store.claim_run("run-1", "me", statuses=("queued",))
+    record(store, ev.ApprovalRequested(run_id="run-1", node_id="gate", message="ok?", at=T0 + 1))
+    pending = store.pending_approval("run-1")
+    assert pending is not None and pending.decided_by is None
+    # A button for another (an earlier) approval of the run decides nothing.
+    assert store.decide_approval("run-1", approved=True, comment=None, approval_id=pending.id + 7) is None
+    assert store.pending_approval("run-1") == pending
+    decided = store.decide_approval(
+        "run-1", approved=True, comment=None, approval_id=pending.id, decided_by="telegram:" + ODD_TEXT
+    )
+    assert decided is not None and decided.status == "approved"
+    assert decided.decided_by is not None and kept(decided.decided_by.removeprefix("telegram:"))
+    assert store.decide_approval("run-1", approved=False, comment=None, approval_id=pending.id) is None
+
+
 def test_approval_decided_consumes_the_decision_of_its_node(store: Store) -> None:
     new_run(store, "run-1", status="running")
     record(store, ev.ApprovalRequested(run_id="run-1", node_id="gate", message="ok?", at=T0))
@@ -944,3 +961,140 @@ def test_every_method_of_every_role_is_implemented(implementation: type) -> None
             elif shape(made) != shape(declared):
                 problems.append(f"{role.__name__}.{name}: {shape(made)} is not {shape(declared)}")
     assert problems == []
+
+
+# -- triggers ----------------------------------------------------------------------------
+
+
+def triggered(run_id: str, key: str, *, scope: str = "webhook:wf:hook", **fields: Any) -> base.TriggeredRun:
+    run = base.RunRecord(id=run_id, workflow="wf", version="v1", trigger="webhook", **fields)
+    delivery = base.Delivery(workflow="wf", trigger="hook", channel="webhook", outcome="accepted", key=key)
+    return base.TriggeredRun(run=run, scope=scope, key=key, delivery=delivery)
+
+
+def test_deployments_are_a_history_whose_newest_is_in_force(store: Store) -> None:
+    assert store.current_deployment("wf") is None and store.deployments() == []
+    first = store.record_deployment("wf", "aaa", action="deploy", by="cli:" + ODD_TEXT)
+    second = store.record_deployment("wf", "bbb", action="deploy", by="api:admin", note="hotfix")
+    store.record_deployment("other", "ccc", action="deploy", by="api:admin")
+    assert second.id > first.id and second.deployed_at >= first.deployed_at
+    assert store.current_deployment("wf") == second
+    assert {deployment.workflow: deployment.version for deployment in store.deployments()} == {
+        "wf": "bbb",
+        "other": "ccc",
+    }
+    store.record_deployment("wf", None, action="undeploy", by="api:admin")
+    assert store.current_deployment("wf") is None
+    assert [deployment.workflow for deployment in store.deployments()] == ["other"]
+    history = store.deployment_history("wf")
+    assert [(item.action, item.version) for item in history] == [
+        ("undeploy", None),
+        ("deploy", "bbb"),
+        ("deploy", "aaa"),
+    ]
+    assert kept(history[-1].deployed_by.removeprefix("cli:"))
+    assert history[1].note == "hotfix"
+    assert store.deployment_history("wf", limit=1) == history[:1]
+
+
+def test_a_rotated_hook_secret_stays_valid_for_its_grace(store: Store) -> None:
+    store.add_hook_secret("wf", "hook", "whsec_one", retire_others_at=T0)
+    store.add_hook_secret("wf", "other", "whsec_elsewhere", retire_others_at=T0)
+    assert [secret.secret for secret in store.hook_secrets("wf", "hook", now=T0)] == ["whsec_one"]
+    store.add_hook_secret("wf", "hook", "whsec_two", retire_others_at=T0 + 100)
+    assert [secret.secret for secret in store.hook_secrets("wf", "hook", now=T0 + 50)] == ["whsec_two", "whsec_one"]
+    assert [secret.secret for secret in store.hook_secrets("wf", "hook", now=T0 + 100)] == ["whsec_two"]
+    # Rotating again at once retires the first one no later than it was already due.
+    store.add_hook_secret("wf", "hook", "whsec_three", retire_others_at=T0 + 500)
+    assert [secret.secret for secret in store.hook_secrets("wf", "hook", now=T0 + 200)] == ["whsec_three", "whsec_two"]
+    assert [secret.secret for secret in store.hook_secrets("wf", "other", now=T0 + 200)] == ["whsec_elsewhere"]
+
+
+def test_a_key_starts_one_run_ever_and_a_repeat_gets_the_first(store: Store) -> None:
+    outcomes = race(*(lambda n=n: store.start_triggered([triggered(f"run-{n}", "msg-1")]) for n in range(4)))
+    created = [result for [result] in outcomes if result[1]]
+    assert len(created) == 1
+    first = created[0][0]
+    assert all(result == (first, False) for [result] in outcomes if not result[1])
+    run = store.get_run(first)
+    assert run is not None and (run.status, run.trigger, run.workflow) == ("queued", "webhook", "wf")
+    assert [run.id for run in store.list_runs()] == [first]
+    # The same key under another scope (another trigger) is another delivery.
+    [(other, made)] = store.start_triggered([triggered("run-x", "msg-1", scope="webhook:wf:second")])
+    assert (other, made) == ("run-x", True)
+    store.flush_sync()
+    log = store.deliveries("wf")
+    assert [item.outcome for item in log].count("accepted") == 2
+    assert [item.outcome for item in log].count("duplicate") == 3
+    assert all(item.run_id in (first, "run-x") for item in log)
+    assert {item.key for item in log} == {"msg-1"}
+
+
+def test_a_triggered_run_keeps_where_it_answers(store: Store) -> None:
+    reply_to = {"channel": "telegram", "chat": "42", "text": ODD_TEXT}
+    [(run_id, _)] = store.start_triggered([triggered("run-1", "update-7", reply_to=reply_to)])
+    run = store.get_run(run_id)
+    assert run is not None and run.reply_to is not None
+    assert run.reply_to == reply_to  # JSON, like the inputs: kept exactly
+    plain = new_run(store, "run-2")
+    stored = store.get_run(plain.id)
+    assert stored is not None and stored.reply_to is None
+
+
+def test_first_sighting_says_yes_once(store: Store) -> None:
+    answers = race(*(lambda: store.first_sighting("telegram:bot", "update-1") for _ in range(4)))
+    assert sorted(answers) == [False, False, False, True]
+    assert store.first_sighting("telegram:bot", "update-2")
+    assert store.first_sighting("telegram:other-bot", "update-1")
+
+
+def test_refused_deliveries_are_logged_newest_first(store: Store) -> None:
+    for n in range(3):
+        store.log_delivery(
+            base.Delivery(
+                workflow="wf", trigger="hook", channel="webhook", outcome="refused", detail=f"403 bad signature {n}"
+            )
+        )
+    store.log_delivery(
+        base.Delivery(workflow="other", trigger="t", channel="whatsapp", outcome="refused", key=ODD_TEXT)
+    )
+    store.flush_sync()
+    log = store.deliveries("wf")
+    assert [item.detail for item in log] == ["403 bad signature 2", "403 bad signature 1", "403 bad signature 0"]
+    assert all(item.at > 0 and item.id > 0 for item in log)
+    assert len(store.deliveries("wf", limit=2)) == 2
+    [other] = store.deliveries("other")
+    assert kept(other.key)
+    assert len(store.deliveries()) == 4
+
+
+def test_a_fire_is_claimed_once_with_its_runs(store: Store) -> None:
+    schedule = base.Schedule("wf", "daily", "v1", "0 9 * * *", "Europe/Paris", next_fire_at=T0)
+    store.set_schedules("wf", [schedule, base.Schedule("wf", "hourly", "v1", "0 * * * *", "UTC", T0 + 5)])
+    store.set_schedules("other", [base.Schedule("other", "s", "v9", "* * * * *", "UTC", None)])
+    assert [item.trigger for item in store.schedules("wf")] == ["daily", "hourly"]
+    assert len(store.schedules()) == 3
+
+    def claim(n: int) -> bool:
+        run = triggered(f"fire-{n}", str(T0), scope="schedule:wf:daily").run
+        request = base.TriggeredRun(
+            run=run,
+            scope="schedule:wf:daily",
+            key=str(T0),
+            delivery=base.Delivery(workflow="wf", trigger="daily", channel="schedule", outcome="accepted"),
+        )
+        return store.claim_fire(schedule, next_fire_at=T0 + 86400, runs=[request])
+
+    results = race(*(lambda n=n: claim(n) for n in range(4)))
+    assert sorted(results) == [False, False, False, True]
+    assert len(store.list_runs(workflow="wf")) == 1
+    [daily, hourly] = store.schedules("wf")
+    assert (daily.next_fire_at, daily.last_fire_at) == (T0 + 86400, T0)
+    assert hourly.next_fire_at == T0 + 5
+    # A schedule replaced (a new version deployed) is not claimed under its old version.
+    store.set_schedules("wf", [base.Schedule("wf", "daily", "v2", "0 9 * * *", "UTC", T0 + 86400)])
+    stale = base.Schedule("wf", "daily", "v1", "0 9 * * *", "UTC", T0 + 86400)
+    assert not store.claim_fire(stale, next_fire_at=T0 + 2 * 86400, runs=[])
+    assert store.schedules("wf")[0].version == "v2"
+    store.set_schedules("wf", [])
+    assert store.schedules("wf") == []
