@@ -242,7 +242,9 @@ class WebhookTrigger(Strict):
     )
     inputs: dict[str, str] | None = Field(
         None,
-        description="Input name -> JMESPath over the JSON body (e.g. ticket: issue.title); default: the body is the inputs",
+        description=(
+            "Input name -> JMESPath over the JSON body (e.g. ticket: issue.title); default: the body is the inputs"
+        ),
     )
     wait: Duration | None = Field(
         None, description="Answer with the run's outputs when it ends within this time (a 202 with the run otherwise)"
@@ -287,12 +289,14 @@ class ScheduleTrigger(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not an IANA time zone; write e.g. UTC, Europe/Paris, America/New_York")
+            raise ValueError(
+                f"'{value}' is not an IANA time zone; write e.g. UTC, Europe/Paris, America/New_York"
+            ) from None
         return value
 
 
 class ChatTrigger(Strict):
-    """A chat message (Telegram, WhatsApp) that starts a run: by command or by pattern; the rest goes to the assistant."""
+    """A chat message (Telegram, WhatsApp) that starts a run, by command or by pattern; others go to the assistant."""
 
     name: _TriggerName = None
     command: str | None = Field(

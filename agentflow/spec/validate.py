@@ -326,7 +326,7 @@ def _check_triggers(workflow: Workflow, report: _Report) -> None:
             report.add(path, f"two triggers are named '{name}'; give each its own `name:`")
         seen[name] = index
 
-        def undeclared(key: str, where: DataPath) -> None:
+        def undeclared(key: str, where: DataPath, name: str = name) -> None:
             hint = suggest(key, declared, "declared inputs are") or "declare it under spec.inputs"
             report.add(where, f"trigger '{name}' fills input '{key}', which is not declared in spec.inputs; {hint}")
 

@@ -482,7 +482,8 @@ class SQLStore:
     def first_sighting(self, scope: str, key: str) -> bool:
         def insert(conn: Conn) -> bool:
             cursor = conn.execute(
-                "INSERT INTO trigger_keys (scope, key, created_at) VALUES (?, ?, ?) ON CONFLICT (scope, key) DO NOTHING",
+                "INSERT INTO trigger_keys (scope, key, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, key) DO NOTHING",
                 (scope, text(key), time.time()),
             )
             return bool(cursor.rowcount == 1)
