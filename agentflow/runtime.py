@@ -29,6 +29,7 @@ from agentflow.trust.secrets import MIN_SECRET_CHARS, OperatorSecrets
 
 if TYPE_CHECKING:
     from agentflow.observability.exporter import TraceExporter
+    from agentflow.triggers.deployments import Deployments
 
 
 log = logging.getLogger("agentflow")
@@ -62,9 +63,19 @@ class AgentFlow:
     feed: LiveFeed = field(init=False)
     """Committed events for live readers (the UI, the streaming API); started by the server."""
     _unwatch: Callable[[], None] | None = None
+    _deployments: Deployments | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.feed = LiveFeed(self.store, self.bus)
+
+    @property
+    def deployments(self) -> Deployments:
+        """Which version each workflow's triggers fire (agentflow/triggers/deployments.py)."""
+        if self._deployments is None:
+            from agentflow.triggers.deployments import Deployments
+
+            self._deployments = Deployments(self)
+        return self._deployments
 
     @classmethod
     def open(

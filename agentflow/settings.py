@@ -50,6 +50,27 @@ class Settings:
     (the Procrastinate queue on Postgres, for `agentflow worker` processes; the default with Postgres)."""
     worker_heartbeat_s: float = 5.0
     """How often a worker says it is alive; one silent for 3x this is presumed dead and its runs resume elsewhere."""
+    # Triggers and channels (docs/triggers.md, docs/channels.md).
+    public_url: str | None = None
+    """How the world reaches this server (https://flows.example.com): Telegram then delivers by webhook."""
+    trust_proxy: bool = False
+    """Read the public scheme and host from X-Forwarded-Proto/-Host (behind a TLS proxy): Twilio signs that URL."""
+    hook_max_bytes: int = 1024 * 1024
+    """The largest webhook body accepted; bigger ones get 413 before anything is parsed."""
+    telegram_token: str | None = field(default=None, repr=False)
+    telegram_allow: tuple[str, ...] = ()
+    """Telegram user ids (or @usernames) served; nobody by default."""
+    telegram_secret: str | None = field(default=None, repr=False)
+    """The X-Telegram-Bot-Api-Secret-Token of webhook deliveries; default: derived from the bot token."""
+    telegram_api: str = "https://api.telegram.org/bot"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    whatsapp_from: str | None = None
+    """The Twilio WhatsApp sender, e.g. whatsapp:+14155238886."""
+    whatsapp_allow: tuple[str, ...] = ()
+    """WhatsApp numbers served (+33612345678); nobody by default."""
+    twilio_api: str | None = None
+    """Another base URL for Twilio's REST API (a test double, a regional edge); default Twilio's own."""
 
     @property
     def db_path(self) -> Path:
@@ -79,6 +100,18 @@ class Settings:
             database_url=_database_url(env.get("AGENTFLOW_DATABASE_URL", "")),
             executor=_executor(env),
             worker_heartbeat_s=_number(env, "AGENTFLOW_WORKER_HEARTBEAT", 5.0) or 5.0,
+            public_url=_public_url(env.get("AGENTFLOW_PUBLIC_URL", "")),
+            trust_proxy=env.get("AGENTFLOW_TRUST_PROXY", "").strip().lower() in ("1", "true", "yes", "on"),
+            hook_max_bytes=int(_number(env, "AGENTFLOW_HOOK_MAX_BYTES", 1024 * 1024)) or 1024 * 1024,
+            telegram_token=env.get("AGENTFLOW_TELEGRAM_TOKEN", "").strip() or None,
+            telegram_allow=_list(env.get("AGENTFLOW_TELEGRAM_ALLOW", "")),
+            telegram_secret=env.get("AGENTFLOW_TELEGRAM_SECRET", "").strip() or None,
+            telegram_api=env.get("AGENTFLOW_TELEGRAM_API", "").strip() or "https://api.telegram.org/bot",
+            twilio_account_sid=env.get("AGENTFLOW_TWILIO_ACCOUNT_SID", "").strip() or None,
+            twilio_auth_token=env.get("AGENTFLOW_TWILIO_AUTH_TOKEN", "").strip() or None,
+            whatsapp_from=env.get("AGENTFLOW_WHATSAPP_FROM", "").strip() or None,
+            whatsapp_allow=_list(env.get("AGENTFLOW_WHATSAPP_ALLOW", "")),
+            twilio_api=env.get("AGENTFLOW_TWILIO_API", "").strip() or None,
         )
 
     @property
@@ -98,6 +131,19 @@ def _executor(env: Mapping[str, str]) -> str:
             "or unset AGENTFLOW_EXECUTOR to run queued runs in this process"
         )
     return value
+
+
+def _public_url(raw: str) -> str | None:
+    url = raw.strip().rstrip("/")
+    if not url:
+        return None
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise SettingsError(
+            f"AGENTFLOW_PUBLIC_URL={raw!r} must be the URL the world reaches this server at, "
+            "like https://flows.example.com (Telegram's webhooks need https)"
+        )
+    return url
 
 
 def _database_url(raw: str) -> str | None:

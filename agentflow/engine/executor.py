@@ -103,6 +103,21 @@ class Executor:
 
     def submit(self, name: str, version: str, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
         """Validate inputs and queue a run durably; raises InputError or NeedsGrantError before anything is recorded."""
+        run = self.prepare(name, version, inputs, trigger=trigger)
+        self.store.create_run(run)
+        self.wake()
+        return run
+
+    def prepare(
+        self,
+        name: str,
+        version: str,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        reply_to: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """The run `submit` would queue, checked but not recorded (triggers record it with their key)."""
         compiled = self.engine.compiled(name, version)
         workflow = compiled.workflow
         # A version beyond its workflow's grant never runs, from anywhere: nothing is recorded.
@@ -111,17 +126,15 @@ class Executor:
         if ledger is not None and calls_models(workflow):
             # A spent daily budget refuses the run before anything is recorded.
             ledger.check(workflow.name, workflow.spec.budget.daily_usd)
-        run = RunRecord(
+        return RunRecord(
             id=uuid.uuid4().hex,
             workflow=name,
             version=version,
             trigger=trigger,
             inputs=prepare_inputs(workflow, inputs),
             created_at=time.time(),
+            reply_to=reply_to,
         )
-        self.store.create_run(run)
-        self.wake()
-        return run
 
     def wake(self) -> None:
         """Look at the queue now rather than at the next poll; safe from any thread."""

@@ -60,7 +60,14 @@ def attach_tracing(
         flow.store,
         tracer,
         settings,
-        secrets=(app.api_key, app.password, app.api_token),
+        secrets=(
+            app.api_key,
+            app.password,
+            app.api_token,
+            app.telegram_token,
+            app.telegram_secret,
+            app.twilio_auth_token,
+        ),
         prices=app.prices,
         environ=flow.engine.services.secrets,
     )
