@@ -76,7 +76,7 @@ class DeployResult:
         verb = {"deploy": "deployed", "rollback": "rolled back to"}.get(self.deployment.action, "deployed")
         before = ""
         if self.previous is not None and self.previous.version != self.stored.version:
-            before = f" (was {self.previous.version})"
+            before = f" (was version {self.previous.version})"
         return f"{verb} {title(self.stored)}{before}"
 
 
@@ -101,6 +101,7 @@ class Deployments:
         self.clock = clock
         self.listeners: list[Callable[[], None]] = []
         """Called after every deploy, rollback and undeploy in this process (the scheduler wakes up)."""
+        self._made: dict[int, Deployed] = {}  # by deployment id: a deployment never changes once recorded
 
     # -- reading ---------------------------------------------------------------------
 
@@ -112,13 +113,20 @@ class Deployments:
         return [self._deployed(deployment) for deployment in self.store.deployments()]
 
     def _deployed(self, deployment: Deployment) -> Deployed:
+        made = self._made.get(deployment.id)
+        if made is not None and made.deployment == deployment:
+            return made
         assert deployment.version is not None
         stored = self.store.get_workflow(deployment.workflow, deployment.version)
         if stored is None:  # versions are never deleted; a store restored without them is not ours to guess
             raise DeployError(f"deployed version {deployment.version} of '{deployment.workflow}' is not stored")
         workflow = self.flow.engine.compiled(stored.name, stored.version).workflow
         names = trigger_names(workflow.spec.triggers)
-        return Deployed(deployment, stored, workflow, dict(zip(names, workflow.spec.triggers, strict=True)))
+        made = Deployed(deployment, stored, workflow, dict(zip(names, workflow.spec.triggers, strict=True)))
+        if len(self._made) > 1000:
+            self._made.clear()
+        self._made[deployment.id] = made
+        return made
 
     def triggers(self, name: str | None = None) -> list[TriggerInfo]:
         found = [self.deployed(name)] if name is not None else self.all_deployed()

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 class Refused(Exception):
     """A delivery that starts nothing: `status` as HTTP says it (403, 404, 413, 422, 429), `reason` for people."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, logged: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.logged = logged  # already in the delivery log
 
 
 @dataclass(frozen=True, slots=True)

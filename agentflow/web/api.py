@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
@@ -23,14 +24,21 @@ from agentflow.progress import run_summary
 from agentflow.runtime import AgentFlow
 from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.triggers.deployments import SECRET_GRACE_SECONDS, DeployError, DeployResult
 from agentflow.trust.capabilities import Capabilities
 from agentflow.trust.grants import NeedsGrantError
 from agentflow.versions import UnknownVersionError, resolve
 from agentflow.web.models import (
     Decision,
+    DeliveryEntry,
+    DeploymentEntry,
+    DeploymentStatus,
+    DeployRequest,
+    DeployResponse,
     EventPage,
     GrantEntry,
     GrantRequest,
+    HookSecretEntry,
     PendingApproval,
     RunDetail,
     RunSummary,
@@ -38,6 +46,7 @@ from agentflow.web.models import (
     SpecProblem,
     SpecProblems,
     StartRun,
+    TriggerEntry,
     WorkflowDetail,
     WorkflowSummary,
     capability_set,
@@ -239,7 +248,9 @@ async def run_events(run: FoundRun, flow: Flow, after: Annotated[int, Query(ge=0
 
 async def _decide(flow: AgentFlow, run: RunRecord, body: Decision | None, *, approved: bool) -> RunDetail:
     comment = body.comment if body else None
-    decided = await asyncio.to_thread(flow.store.decide_approval, run.id, approved=approved, comment=comment)
+    decided = await asyncio.to_thread(
+        flow.store.decide_approval, run.id, approved=approved, comment=comment, decided_by=_person(flow)
+    )
     if decided is None:
         raise HTTPException(
             409, f"run {run.id} has no pending approval (its status is {run.status}); nothing to decide"
@@ -347,6 +358,79 @@ async def stream_events(
     return StreamingResponse(sse(events), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
+# -- deployments and triggers ----------------------------------------------------------
+
+
+def _deploy_response(flow: AgentFlow, result: DeployResult) -> DeployResponse:
+    return DeployResponse(
+        deployment=DeploymentEntry.of(result.deployment),
+        summary=result.summary(),
+        secrets=result.secrets,
+        triggers=[TriggerEntry.of(info) for info in flow.deployments.triggers(result.stored.name)],
+    )
+
+
+@router.post(
+    "/workflows/{name}/deploy",
+    status_code=201,
+    summary="Deploy a version: its triggers (webhooks, schedules, chat commands) fire it from now on",
+    responses={403: {"description": "the version needs a person's grant first"}, 409: {"description": "cannot deploy"}},
+)
+async def deploy_workflow(name: str, flow: Flow, body: DeployRequest | None = None) -> DeployResponse:
+    body = body or DeployRequest()
+    _workflow_or_404(flow, name, body.version)
+
+    def deploy() -> DeployResponse:
+        result = flow.deployments.deploy(name, body.version, by=_person(flow), note=body.note)
+        return _deploy_response(flow, result)
+
+    return await asyncio.to_thread(deploy)
+
+
+@router.post("/workflows/{name}/rollback", summary="Deploy again the version in force before the current one")
+async def rollback_workflow(name: str, flow: Flow) -> DeployResponse:
+    return await asyncio.to_thread(lambda: _deploy_response(flow, flow.deployments.rollback(name, by=_person(flow))))
+
+
+@router.post("/workflows/{name}/undeploy", summary="Stop every trigger of the workflow")
+async def undeploy_workflow(name: str, flow: Flow) -> DeploymentEntry:
+    return DeploymentEntry.of(await asyncio.to_thread(flow.deployments.undeploy, name, by=_person(flow)))
+
+
+@router.get("/workflows/{name}/deployments", summary="The deployment in force, its triggers, and the history")
+async def workflow_deployments(name: str, flow: Flow) -> DeploymentStatus:
+    _workflow_or_404(flow, name)
+    current = flow.store.current_deployment(name)
+    return DeploymentStatus(
+        current=DeploymentEntry.of(current) if current is not None else None,
+        history=[DeploymentEntry.of(item) for item in flow.store.deployment_history(name)],
+        triggers=[TriggerEntry.of(info) for info in flow.deployments.triggers(name)],
+    )
+
+
+@router.get("/triggers", summary="Every deployed trigger, with schedules' next fire times and webhooks' paths")
+async def list_triggers(flow: Flow, workflow: str | None = None) -> list[TriggerEntry]:
+    return [TriggerEntry.of(info) for info in flow.deployments.triggers(workflow)]
+
+
+@router.get("/workflows/{name}/deliveries", summary="The latest deliveries: accepted, duplicate, refused (with why)")
+async def workflow_deliveries(
+    name: str, flow: Flow, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> list[DeliveryEntry]:
+    return [DeliveryEntry.of(item) for item in flow.store.deliveries(name, limit=limit)]
+
+
+@router.post(
+    "/workflows/{name}/hooks/{trigger}/secret",
+    summary="Rotate a webhook trigger's signing secret; the previous one keeps working for 24 hours",
+)
+async def rotate_hook_secret(name: str, trigger: str, flow: Flow) -> HookSecretEntry:
+    found, secret = await asyncio.to_thread(flow.deployments.rotate_secret, name, trigger)
+    return HookSecretEntry(
+        workflow=name, trigger=found, secret=secret, previous_valid_until=time.time() + SECRET_GRACE_SECONDS
+    )
+
+
 @router.api_route(
     "/{path:path}",
     methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
@@ -380,6 +464,11 @@ async def _needs_grant(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "missing": capability_set(missing).model_dump()}, status_code=403)
 
 
+async def _deploy_error(request: Request, exc: Exception) -> JSONResponse:
+    # 409: the request is understood, but the workflow's deployment state does not allow it.
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 async def _budget_spent(request: Request, exc: Exception) -> JSONResponse:
     # 429: the request is fine; the daily budget that allows it is spent until it resets or is raised.
     return JSONResponse({"detail": str(exc)}, status_code=429)
@@ -402,4 +491,5 @@ def install(app: FastAPI, *, prefix: str = "/api") -> None:
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(BudgetExceededError, _budget_spent)
     app.add_exception_handler(NeedsGrantError, _needs_grant)
+    app.add_exception_handler(DeployError, _deploy_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -4,12 +4,14 @@ and the Python SDK (agentflow/client.py), so both sides agree on every field.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.progress import run_summary
-from agentflow.store.base import RunRecord, WorkflowVersion
+from agentflow.store.base import Delivery, Deployment, RunRecord, WorkflowVersion
+from agentflow.triggers.deployments import TriggerInfo
 from agentflow.trust.capabilities import Capabilities, summary
 
 if TYPE_CHECKING:
@@ -182,3 +184,85 @@ class StoredEvent(BaseModel):
     run_id: str
     type: str = Field(description="run_started, node_started, node_finished, llm_call, tool_call, run_finished, ...")
     at: float
+
+
+# -- deployments and triggers -------------------------------------------------------------
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(default=None, description="v2, a version id or a prefix of one; default: the current")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class DeploymentEntry(BaseModel):
+    workflow: str
+    version: str | None = Field(description="the version id deployed; null for an undeploy")
+    action: str = Field(description="deploy, rollback or undeploy")
+    deployed_by: str
+    deployed_at: float
+    note: str | None = None
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentEntry:
+        return cls(
+            workflow=deployment.workflow,
+            version=deployment.version,
+            action=deployment.action,
+            deployed_by=deployment.deployed_by,
+            deployed_at=deployment.deployed_at,
+            note=deployment.note,
+        )
+
+
+class TriggerEntry(BaseModel):
+    workflow: str
+    name: str
+    kind: str = Field(description="webhook, schedule, telegram or whatsapp")
+    version: str
+    version_label: str
+    detail: str = Field(description="what fires it, in words")
+    next_fire_at: float | None = Field(default=None, description="a schedule's next fire time (unix seconds)")
+    path: str | None = Field(default=None, description="a webhook's path: POST signed deliveries here")
+
+    @classmethod
+    def of(cls, info: TriggerInfo) -> TriggerEntry:
+        return cls(**asdict(info))
+
+
+class DeployResponse(BaseModel):
+    deployment: DeploymentEntry
+    summary: str
+    secrets: dict[str, str] = Field(
+        description="new webhook signing secrets by trigger: shown once, here (rotate with .../secret)"
+    )
+    triggers: list[TriggerEntry]
+
+
+class DeploymentStatus(BaseModel):
+    current: DeploymentEntry | None
+    history: list[DeploymentEntry]
+    triggers: list[TriggerEntry]
+
+
+class DeliveryEntry(BaseModel):
+    workflow: str
+    trigger: str
+    channel: str
+    outcome: str = Field(description="accepted, duplicate or refused")
+    key: str | None
+    detail: str | None
+    run_id: str | None
+    at: float
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryEntry:
+        return cls(**{name: getattr(delivery, name) for name in cls.model_fields})
+
+
+class HookSecretEntry(BaseModel):
+    workflow: str
+    trigger: str
+    secret: str = Field(description="the new signing secret (whsec_...): shown once")
+    previous_valid_until: float = Field(description="the previous secret keeps working until then (unix seconds)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,16 +26,19 @@ from fastapi import FastAPI, HTTPException
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentflow.channels.hub import ChannelHub
 from agentflow.runtime import AgentFlow
 from agentflow.settings import Settings
 from agentflow.spec.loader import MAX_FILE_BYTES
 from agentflow.store.base import RunRecord, WorkflowVersion
-from agentflow.web import api, mlflow_mount
+from agentflow.triggers.schedules import Scheduler
+from agentflow.web import api, hooks, mlflow_mount
 from agentflow.web.auth import AccessPolicy, AuthConfig, AuthMiddleware, auth_config
 
 if TYPE_CHECKING:
     import gradio as gr
 
+_ENGINE_LOCK = threading.Lock()
 # A workflow is at most MAX_FILE_BYTES; JSON escaping can double it.
 MAX_API_BODY_BYTES = 4 * MAX_FILE_BYTES
 
@@ -44,7 +48,9 @@ class AppState:
     """What the API, the UI and the chat share; found on `app.state.agentflow`."""
 
     settings: Settings
-    chat: Any = None  # the conversation engine, filled in by the chat module
+    chat: Any = None  # the conversation engine, filled in by the chat module (or the channels, first)
+    channels: ChannelHub | None = None
+    scheduler: Scheduler | None = None
     _flow: AgentFlow | None = field(default=None, repr=False)
 
     @property
@@ -55,6 +61,16 @@ class AppState:
                 "read `state.flow` inside event handlers, not while building the UI"
             )
         return self._flow
+
+    def conversation(self) -> Any:
+        """The server's conversation engine, made on first use: one for the web chat and every channel."""
+        with _ENGINE_LOCK:
+            if self.chat is None:
+                from agentflow.chat.engine import ConversationEngine
+
+                # AGENTFLOW_MODEL, else the first provider detected (docs: DESIGN §4, "LLM selection").
+                self.chat = ConversationEngine(self.flow)
+            return self.chat
 
     async def start_run(
         self, version: WorkflowVersion, inputs: dict[str, Any], *, trigger: str = "manual"
@@ -91,9 +107,17 @@ def create_app(
         _announce_token(config)
         await running.executor.start()
         await running.feed.start()
+        scheduler = state.scheduler = Scheduler(running)
+        running.deployments.listeners.append(scheduler.poke)
+        await scheduler.start()
+        if channels.channels:
+            await channels.start(running, state.conversation())
         try:
             yield
         finally:
+            await channels.stop()
+            await scheduler.stop()
+            running.deployments.listeners.remove(scheduler.poke)
             await running.feed.stop()
             await mlflow_ui.aclose()
             await running.executor.stop()
@@ -118,12 +142,15 @@ def create_app(
         running = state.flow.store.list_runs(statuses=("running",), limit=100_000)
         return {"status": "ok", "version": agentflow_version(), "runs_active": len(running)}
 
+    hooks.install(app)  # before the API: its catch-all answers every other /api path
     api.install(app)
+    channels = state.channels = ChannelHub(settings)
+    channels.install(app)
     mlflow_ui = mlflow_mount.install(app, settings, policy)  # before the UI: Gradio at "/" answers every path
     if build_ui is not None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before the builder imports gradio
         _mount_ui(app, build_ui(state), config, policy)
-    app.add_middleware(BodyLimit, prefix="/api", limit=MAX_API_BODY_BYTES)
+    app.add_middleware(BodyLimit, prefix="/api", limit=MAX_API_BODY_BYTES, exempt=("/api/hooks",))
     app.add_middleware(AuthMiddleware, policy=policy)  # added last: runs first
     return app
 
@@ -160,14 +187,19 @@ def _announce_token(config: AuthConfig) -> None:
 class BodyLimit:
     """Answer 413 to request bodies over `limit` bytes under `prefix`, before any of them is parsed."""
 
-    def __init__(self, app: ASGIApp, *, prefix: str, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, prefix: str, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.prefix = prefix
         self.limit = limit
+        self.exempt = exempt  # prefixes with a limit of their own (webhooks: AGENTFLOW_HOOK_MAX_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == self.prefix or path.startswith(self.prefix + "/")):
+        if (
+            scope["type"] != "http"
+            or not (path == self.prefix or path.startswith(self.prefix + "/"))
+            or any(path.startswith(prefix + "/") for prefix in self.exempt)
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import shlex
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -38,19 +37,13 @@ PLACEHOLDER = (
     "Describe the workflow you want — *“I want a workflow that classifies a support ticket and drafts a reply”* — "
     "or type **/help**, **/examples**, **/new hello**."
 )
-_ENGINE_LOCK = threading.Lock()
 Updates = dict[Block, Any]  # what a handler returns: new values for some of its outputs
 
 
 def engine_of(state: AppState) -> ConversationEngine:
     """The server's conversation engine, made on first use (the flow only opens when the server starts)."""
-    with _ENGINE_LOCK:
-        if state.chat is None:
-            flow = state.flow
-            # AGENTFLOW_MODEL, else the first provider detected (docs: DESIGN §4, "LLM selection").
-            state.chat = ConversationEngine(flow)
-        engine: ConversationEngine = state.chat
-        return engine
+    engine: ConversationEngine = state.conversation()
+    return engine
 
 
 def message_text(content: Any) -> str:
