@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_grant_parsers(commands)
 
+    from agentflow.cli_triggers import add_parsers as add_trigger_parsers
+
+    add_trigger_parsers(commands)
+
     chat = commands.add_parser("chat", help="talk to the assistant in this terminal (same sessions as the web app)")
     chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
     chat.add_argument("--model", help="the assistant's model (default: AGENTFLOW_MODEL or the first detected)")
@@ -247,6 +251,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _profile(flow, args)
         if args.command in ("grant", "grants", "secrets"):
             return _trust(flow, args)
+        from agentflow import cli_triggers
+
+        if args.command in cli_triggers.COMMANDS:
+            return _triggers(flow, args)
         raise CLIError(f"unknown command {args.command}")
     finally:
         await flow.store.flush()
@@ -260,6 +268,15 @@ def _trust(flow: AgentFlow, args: argparse.Namespace) -> int:
         command = {"grant": cli_grants.grant, "grants": cli_grants.grants, "secrets": cli_grants.secrets}
         return command[args.command](flow, args)
     except cli_grants.GrantUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _triggers(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_triggers
+
+    try:
+        return cli_triggers.run(flow, args)
+    except cli_triggers.TriggerUsageError as exc:
         raise CLIError(str(exc)) from None
 
 

@@ -59,13 +59,13 @@ def fake_settings(home: Path, fake_llm: FakeLLM) -> Settings:
 
 
 @contextmanager
-def serve(settings: Settings, *, port: int = 0) -> Iterator[str]:
+def serve(settings: Settings, *, port: int = 0, ui: bool = True) -> Iterator[str]:
     """Serve the whole app until the block ends; yields e.g. `http://127.0.0.1:43117`.
 
     `port=0` picks a free port; pass a previous URL's port to restart "the same" server
-    (a browser keeps localStorage per origin).
+    (a browser keeps localStorage per origin). `ui=False` serves the API alone (quicker to start).
     """
-    app = create_app(settings, build_ui=build_ui)
+    app = create_app(settings, build_ui=build_ui if ui else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
