@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def save_and_deploy(client: httpx.Client, source: str, name: str = "triage") -> 
 
 
 def signed(secret: str, body: str, *, delivery_id: str = "msg_1", at: datetime | None = None) -> dict[str, str]:
-    stamp = at or datetime.now(tz=timezone.utc)
+    stamp = at or datetime.now(tz=UTC)
     signature = Webhook(secret).sign(delivery_id, stamp, body)
     return {
         "webhook-id": delivery_id,
@@ -154,7 +154,7 @@ def test_a_forged_or_replayed_delivery_is_refused_and_runs_nothing(
         headers = signed("whsec_" + "QUJD" * 8, BODY)
     elif forgery.startswith("timestamp"):
         offset = 301 if "+" in forgery else -301
-        headers = signed(secret, BODY, at=datetime.now(tz=timezone.utc) + timedelta(seconds=offset))
+        headers = signed(secret, BODY, at=datetime.now(tz=UTC) + timedelta(seconds=offset))
     else:
         headers = {**headers, "webhook-signature": headers["webhook-signature"].replace("v1,", "v2,")}
     answer = client.post("/api/hooks/triage/webhook", content=body, headers=headers)
