@@ -106,8 +106,7 @@ class ChannelRouter:
         key = message.key or f"{message.chat}:{message.text}"
         reply_to = {"channel": channel.name, "chat": message.chat, "user": message.user}
         try:
-            started = await asyncio.to_thread(
-                start,
+            started = await start(
                 self.flow,
                 found.deployed,
                 found.trigger,

@@ -243,10 +243,15 @@ class Executor:
 
     async def _drain(self) -> None:
         background: set[asyncio.Task[Any]] = set()
+        orphans_checked = -POLL_SECONDS
         while True:
-            for run in await asyncio.to_thread(self.store.list_runs, statuses=("running",), limit=1000):
-                if run.id not in self._tasks and owner_is_gone(run.owner, run.heartbeat_at):
-                    self._spawn(background, self.take_over(run.id))
+            # Orphans (runs whose process died) at each poll, not at each wake-up: a burst of submits
+            # wakes this loop for every run, and the running runs are many then.
+            if time.monotonic() - orphans_checked >= POLL_SECONDS:
+                orphans_checked = time.monotonic()
+                for run in await asyncio.to_thread(self.store.list_runs, statuses=("running",), limit=1000):
+                    if run.id not in self._tasks and owner_is_gone(run.owner, run.heartbeat_at):
+                        self._spawn(background, self.take_over(run.id))
             queued = await asyncio.to_thread(self.store.list_runs, statuses=("queued",), limit=100)
             for run in sorted(queued, key=lambda record: record.created_at):
                 if run.id not in self._tasks:

@@ -355,6 +355,11 @@ class TriggerStore(Protocol):
         Durable when it returns; the runs are queued as `create_run` queues."""
         ...
 
+    async def astart_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        """`start_triggered` awaited on an event loop, holding no thread while it waits for the commit:
+        concurrent deliveries then share one commit (the webhook path)."""
+        ...
+
     def first_sighting(self, scope: str, key: str) -> bool:
         """Record a key that starts no run (a chat message to the assistant, a button press); False when seen."""
         ...

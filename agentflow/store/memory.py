@@ -371,6 +371,9 @@ class InMemoryStore:
     def start_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
         return [self._start_triggered(request) for request in requests]
 
+    async def astart_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        return self.start_triggered(requests)
+
     def _start_triggered(self, request: TriggeredRun) -> tuple[str, bool]:
         run = request.run
         run.created_at = run.created_at or time.time()

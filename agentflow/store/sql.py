@@ -451,6 +451,9 @@ class SQLStore:
     def start_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
         return self.writer.call(lambda conn: [self._start_triggered(conn, request) for request in requests])
 
+    async def astart_triggered(self, requests: list[TriggeredRun]) -> list[tuple[str, bool]]:
+        return await self.writer.run(lambda conn: [self._start_triggered(conn, request) for request in requests])
+
     def _start_triggered(self, conn: Conn, request: TriggeredRun) -> tuple[str, bool]:
         run = request.run
         run.created_at = run.created_at or time.time()

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 HOOK_PREFIX = "/api/hooks"
 SECRET_GRACE_SECONDS = 24 * 3600.0
+FRESH_SECONDS = 1.0
+"""How long a process trusts what it read of a workflow's deployment: a deploy made by another process
+reaches this one's triggers within this time (this process's own deploys, at once)."""
 """A rotated webhook secret stays valid this long, so senders can switch without losing deliveries."""
 
 
@@ -102,11 +105,20 @@ class Deployments:
         self.listeners: list[Callable[[], None]] = []
         """Called after every deploy, rollback and undeploy in this process (the scheduler wakes up)."""
         self._made: dict[int, Deployed] = {}  # by deployment id: a deployment never changes once recorded
+        self._read: dict[str, tuple[float, Deployment | None]] = {}  # workflow -> (when read, what)
 
     # -- reading ---------------------------------------------------------------------
 
     def deployed(self, name: str) -> Deployed | None:
-        deployment = self.store.current_deployment(name)
+        now = time.monotonic()
+        read = self._read.get(name)
+        if read is not None and now - read[0] < FRESH_SECONDS:
+            deployment = read[1]
+        else:
+            deployment = self.store.current_deployment(name)
+            if len(self._read) > 10_000:
+                self._read.clear()
+            self._read[name] = (now, deployment)
         return self._deployed(deployment) if deployment is not None else None
 
     def all_deployed(self) -> list[Deployed]:
@@ -284,6 +296,7 @@ class Deployments:
                         )
 
     def _changed(self) -> None:
+        self._read.clear()
         for listener in list(self.listeners):
             listener()
 

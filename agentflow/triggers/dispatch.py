@@ -50,7 +50,7 @@ def refuse(
     return Refused(status, reason)
 
 
-def start(
+async def start(
     flow: AgentFlow,
     deployed: Deployed,
     trigger: str,
@@ -61,7 +61,10 @@ def start(
     inputs: dict[str, Any],
     reply_to: dict[str, Any] | None = None,
 ) -> Started:
-    """Record the run a delivery asks for (durable when this returns) and wake the executor; raises Refused."""
+    """Record the run a delivery asks for (durable when this returns) and wake the executor; raises Refused.
+
+    On the event loop: checking is quick (the version is compiled once, reads are indexed) and the
+    commit is awaited without a thread, so concurrent deliveries share one commit."""
     name, version = deployed.name, deployed.stored.version
     try:
         run = flow.executor.prepare(name, version, inputs, trigger=channel, reply_to=reply_to)
@@ -72,7 +75,8 @@ def start(
     except BudgetExceededError as exc:
         raise refuse(flow, name, trigger, channel, 429, str(exc), key) from None
     delivery = Delivery(workflow=name, trigger=trigger, channel=channel, outcome="accepted", key=key)
-    [(run_id, created)] = flow.store.start_triggered([TriggeredRun(run=run, scope=scope, key=key, delivery=delivery)])
+    request = TriggeredRun(run=run, scope=scope, key=key, delivery=delivery)
+    [(run_id, created)] = await flow.store.astart_triggered([request])
     if created:
         flow.executor.wake()
     return Started(run_id, created, name, version)

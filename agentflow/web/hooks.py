@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.spec.expressions import compile_expression
 from agentflow.spec.models import WebhookTrigger, parse_duration
+from agentflow.triggers.deployments import FRESH_SECONDS
 from agentflow.triggers.dispatch import Refused, refuse, start
 from agentflow.triggers.ratelimit import RateLimiter
 from agentflow.triggers.signing import SignatureError, verify
@@ -49,6 +50,20 @@ class HookReceiver:
 
     limiter: RateLimiter = field(default_factory=RateLimiter)
     refusals_logged: dict[str, float] = field(default_factory=dict)
+    secrets: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    """Recently read signing secrets by trigger: a rotation elsewhere is seen within FRESH_SECONDS."""
+
+    def secrets_of(self, flow: AgentFlow, workflow: str, trigger: str, config: WebhookTrigger) -> list[str]:
+        key = f"{workflow}/{trigger}"
+        now = time.monotonic()
+        cached = self.secrets.get(key)
+        if cached is not None and now - cached[0] < FRESH_SECONDS and cached[1]:
+            return cached[1]
+        found = _secrets(flow, workflow, trigger, config)
+        if len(self.secrets) > 10_000:
+            self.secrets.clear()
+        self.secrets[key] = (now, found)
+        return found
 
 
 def _flow(request: Request) -> AgentFlow:
@@ -163,12 +178,20 @@ async def _deliver(request: Request, workflow: str, trigger: str | None, wait: f
             )
         try:
             body = await _read(request, flow.settings.hook_max_bytes)
-            delivery_id = verify(request.headers, body, _secrets(flow, workflow, name, config), now=time.time())
+            try:
+                delivery_id = verify(
+                    request.headers, body, receiver.secrets_of(flow, workflow, name, config), now=time.time()
+                )
+            except SignatureError:
+                # A secret rotated moments ago in another process: look once more at the store.
+                receiver.secrets.pop(f"{workflow}/{name}", None)
+                delivery_id = verify(
+                    request.headers, body, receiver.secrets_of(flow, workflow, name, config), now=time.time()
+                )
         except SignatureError as exc:
             raise Refused(403, str(exc)) from None
         inputs = _inputs(body, config)
-        started = await asyncio.to_thread(
-            start,
+        started = await start(
             flow,
             deployed,
             name,
@@ -195,9 +218,9 @@ async def _deliver(request: Request, workflow: str, trigger: str | None, wait: f
             run = await asyncio.wait_for(flow.executor.wait_for(started.run_id, statuses=SETTLED), seconds)
             body_out.update(status=run.status, outputs=run.outputs, error=run.error)
             return JSONResponse(body_out, status_code=200)
-    run_now = flow.store.get_run(started.run_id)
-    if run_now is not None:
-        body_out["status"] = run_now.status
+    if not started.created:
+        seen = flow.store.get_run(started.run_id)
+        body_out["status"] = seen.status if seen is not None else "unknown"
     return JSONResponse(body_out, status_code=202)
 
 
