@@ -1,5 +1,5 @@
 """`agentflow deploy`, `rollback`, `undeploy`, `deployments`, `triggers list`, `hooks secret` and `deliveries`:
-which version the world starts, and what the world sent (docs/triggers.md).
+which version the world starts, and what the world sent.
 
 Like `agentflow grant`, these work on this machine's store; who acts is `cli_grants.person()`. A webhook
 secret is printed once, when it is made (at deploy or rotation): the store keeps it to check signatures,
@@ -73,6 +73,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run(flow: AgentFlow, args: argparse.Namespace) -> int:
     """Carry out one of COMMANDS; the refusals of deployments (a grant missing...) become TriggerUsageError."""
+    from agentflow.spec.errors import SpecErrors
     from agentflow.triggers.deployments import DeployError
     from agentflow.trust.grants import NeedsGrantError
 
@@ -89,6 +90,10 @@ def run(flow: AgentFlow, args: argparse.Namespace) -> int:
         return command(flow, args)
     except (DeployError, NeedsGrantError) as exc:  # their messages say what to do
         raise TriggerUsageError(str(exc)) from None
+    except SpecErrors as exc:  # a version stored before a rule it breaks existed
+        raise TriggerUsageError(
+            f"'{args.workflow}' cannot be deployed: this version no longer validates here ({exc.errors[0].message})"
+        ) from None
 
 
 # -- what the CLI and the Workflows tab show ------------------------------------------------

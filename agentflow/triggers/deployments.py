@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
 HOOK_PREFIX = "/api/hooks"
 SECRET_GRACE_SECONDS = 24 * 3600.0
+"""A rotated webhook secret stays valid this long, so senders can switch without losing deliveries."""
 FRESH_SECONDS = 1.0
 """How long a process trusts what it read of a workflow's deployment: a deploy made by another process
 reaches this one's triggers within this time (this process's own deploys, at once)."""
-"""A rotated webhook secret stays valid this long, so senders can switch without losing deliveries."""
 
 
 class DeployError(ValueError):

@@ -58,6 +58,7 @@ def test_grant_shows_what_widens_and_records_who(home: Path, capsys: pytest.Capt
         "tools": ["http_request"],
         "egress": ["hooks.example.com"],
         "secrets": ["HOOK_TOKEN"],
+        "channels": [],
     }
 
 

@@ -160,7 +160,7 @@ async def test_a_persons_hand_edit_is_granted_by_them(chat: ConversationEngine, 
     assert edited.valid and edited.review == []
     [grant] = chat.flow.store.list_grants("mine")
     assert grant.granted_by == "web:alice"
-    assert grant.capabilities == {"tools": ["http_request"], "egress": ["127.0.0.1"], "secrets": []}
+    assert grant.capabilities == {"tools": ["http_request"], "egress": ["127.0.0.1"], "secrets": [], "channels": []}
 
 
 async def test_runs_from_the_api_and_the_engine_are_refused_without_a_grant(flow: AgentFlow) -> None:

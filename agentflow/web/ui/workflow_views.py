@@ -1,5 +1,6 @@
 """What the Workflows tab shows of a workflow: the table, a version's heading and address, its grant and
-who gave it, its runs (each linking to the run) and its profile, as HTML and Markdown."""
+who gave it, its deployment (triggers, last deliveries, history), its runs (each linking to the run) and its
+profile, as HTML and Markdown."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import yaml
 
 from agentflow import versions
+from agentflow.cli_triggers import live_triggers, version_label
 from agentflow.observability.profile import profile
 from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import WorkflowVersion
@@ -19,11 +21,15 @@ from agentflow.web.ui import queries
 
 if TYPE_CHECKING:
     from agentflow.runtime import AgentFlow
+    from agentflow.store.base import Deployment
+    from agentflow.triggers.deployments import DeployResult
 
 COLUMNS = ["name", "current", "versions", "updated", "grant", "description"]
 COLUMN_WIDTHS: list[str | int] = ["120px", "80px", "80px", "170px", "140px", "220px"]
 RUN_LIMIT = 20
 PROFILE_RUNS = 100
+DELIVERY_LIMIT = 10
+HISTORY_LIMIT = 10
 
 
 def address(name: str, version: str | None = None, compare: str | None = None) -> str:
@@ -177,3 +183,121 @@ def profile_html(flow: AgentFlow, name: str) -> str:
         "<th>p95 ms</th><th>retries</th><th>critical path</th><th>cost</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
+
+
+# -- deployment ---------------------------------------------------------------------------
+
+
+def can_roll_back(current: Deployment | None, history: list[Deployment]) -> bool:
+    """Whether another version was deployed before the one in force (what `rollback` would deploy)."""
+    return current is not None and any(item.version not in (None, current.version) for item in history)
+
+
+def deployment_html(flow: AgentFlow, stored: WorkflowVersion, current: Deployment | None) -> str:
+    """The version in force (its label, who deployed it, when) or "not deployed"; and whether it is the one shown."""
+    name, shown = stored.name, versions.label(stored)
+    if current is None:
+        return (
+            "<h4>Deployment</h4><p><b>Not deployed</b>: no webhook, schedule or chat message starts it. "
+            f"<b>Deploy {escape(shown)}</b> makes this version the one its triggers fire (once it is granted).</p>"
+        )
+    deployed = version_label(flow, name, current.version)
+    verb = "rolled back to" if current.action == "rollback" else "deployed"
+    lines = [
+        "<h4>Deployment</h4>",
+        f'<p class="deployment-state">{link(address(name, deployed), deployed)} is deployed — {verb} by '
+        f"<b>{escape(current.deployed_by)}</b>, {escape(queries.when(current.deployed_at))}"
+        + (f" ({escape(current.note)})" if current.note else "")
+        + "</p>",
+    ]
+    if current.version != stored.version:
+        lines.append(f"<p>The triggers fire {escape(deployed)}, not {escape(shown)} shown here.</p>")
+    return "".join(lines)
+
+
+def triggers_html(flow: AgentFlow, name: str, current: Deployment | None) -> str:
+    """The live triggers, the last deliveries (each run linked) and the deployment history."""
+    parts = []
+    if current is not None:
+        parts.append(_live_triggers_table(flow, name))
+    found = flow.store.deliveries(name, limit=DELIVERY_LIMIT)
+    if found:
+        rows = "".join(
+            f'<tr class="delivery-{escape(delivery.outcome)}"><td>{escape(queries.when(delivery.at))}</td>'
+            f"<td>{escape(delivery.channel)}</td><td>{escape(delivery.trigger)}</td>"
+            f"<td>{escape(delivery.outcome)}</td><td>{escape(delivery.detail or '')}</td>"
+            f"<td>{_run_cell(delivery.run_id)}</td></tr>"
+            for delivery in found
+        )
+        parts.append(
+            "<p><b>Last deliveries</b>, newest first:</p>"
+            '<table class="workflow-deliveries"><thead><tr><th>time</th><th>channel</th><th>trigger</th>'
+            f"<th>outcome</th><th>detail</th><th>run</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    elif current is not None:
+        parts.append("<p><b>Last deliveries</b>: none yet.</p>")
+    history = flow.store.deployment_history(name, limit=HISTORY_LIMIT)
+    if history:
+        items = "".join(
+            f"<li>{escape(queries.when(item.deployed_at))} — {escape(item.action)} "
+            + (f"<b>{escape(version_label(flow, name, item.version))}</b> " if item.version is not None else "")
+            + f"by {escape(item.deployed_by)}"
+            + (f" <small>({escape(item.note)})</small>" if item.note else "")
+            + "</li>"
+            for item in history
+        )
+        parts.append(f'<p><b>Deployment history</b>, newest first:</p><ul class="deployment-history">{items}</ul>')
+    return "".join(parts)
+
+
+def _run_cell(run_id: str | None) -> str:
+    return link(run_address(run_id), run_id[: queries.SHORT_ID], css="run-link") if run_id else "—"
+
+
+def _url_cell(url: str | None) -> str:
+    # A URL is one long word: let it break, or the table runs past the column.
+    return f'<code style="word-break: break-all">{escape(url)}</code>' if url else "—"
+
+
+def _live_triggers_table(flow: AgentFlow, name: str) -> str:
+    from agentflow.triggers.deployments import DeployError
+
+    try:
+        live = live_triggers(flow, name)
+    except (DeployError, SpecErrors) as exc:  # a deployed version gone or no longer valid: say so, not fail the view
+        return f"<p><b>Triggers</b>: cannot be listed ({escape(str(exc))}).</p>"
+    if not live:
+        return "<p><b>Triggers</b>: the deployed version declares none (add <code>triggers:</code> to it).</p>"
+    rows = "".join(
+        f"<tr><td>{escape(trigger.info.name)}</td><td>{escape(trigger.info.kind)}</td>"
+        f"<td>{escape(trigger.info.detail)}</td>"
+        f"<td>{_url_cell(trigger.url)}</td>"
+        f"<td>{escape(trigger.next_fire or '—')}</td></tr>"
+        for trigger in live
+    )
+    return (
+        f"<p><b>Triggers</b> of {escape(live[0].info.version_label)}, live:</p>"
+        '<table class="workflow-triggers"><thead><tr><th>trigger</th><th>kind</th><th>what fires it</th>'
+        f"<th>webhook URL</th><th>next fire</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def deployed_text(flow: AgentFlow, result: DeployResult) -> str:
+    """What a deploy or rollback did, with the new webhook secrets: the one time the page shows them."""
+    name = result.stored.name
+    verb = "Rolled back to" if result.deployment.action == "rollback" else "Deployed"
+    before = ""
+    if result.previous is not None and result.previous.version != result.stored.version:
+        before = f" (was {version_label(flow, name, result.previous.version)})"
+    lines = [f"✓ **{verb} {versions.title(result.stored)}**{before}."]
+    if result.secrets:
+        lines.append(
+            "**New webhook signing secret — shown only this once.** Copy it now (the copy button at the "
+            "block's corner) and give it to the sender: the page will not show it again."
+        )
+        for trigger, secret in result.secrets.items():
+            lines.append(
+                f"Trigger **{trigger}** (lost it? `agentflow hooks secret {name} --trigger {trigger} --rotate` "
+                f"makes a new one):\n\n```text\n{secret}\n```"
+            )
+    return "\n\n".join(lines)

@@ -1,5 +1,6 @@
 """The Workflows tab: saved workflows, their numbered versions, a diff between any two, who granted what,
-their runs and where their time goes; "Open in chat".
+their deployment (Deploy, Rollback, Undeploy; triggers, last deliveries, history), their runs and where
+their time goes; "Open in chat".
 
 A view has an address, `/?tab=workflows&workflow=NAME&version=v2&compare=v1` (`show` opens it);
 the page's address follows what is shown, so a reload or a shared link opens the same view.
@@ -9,6 +10,7 @@ The words follow docs/versions.md: a version is a stored one (v1, v2, … per wo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -20,9 +22,12 @@ from agentflow import versions
 from agentflow.chat.commands import open_stored
 from agentflow.chat.engine import ConversationEngine, Reply
 from agentflow.chat.workspace import Turn
+from agentflow.spec.errors import SpecErrors
 from agentflow.store.base import WorkflowVersion
+from agentflow.triggers.deployments import DeployError, DeployResult
+from agentflow.trust.grants import NeedsGrantError
 from agentflow.web.ui import workflow_views as views
-from agentflow.web.ui.chat import ChatTab, Updates, chat_messages, engine_of
+from agentflow.web.ui.chat import ChatTab, Updates, chat_messages, engine_of, person_of
 
 if TYPE_CHECKING:
     from agentflow.web.server import AppState
@@ -73,6 +78,12 @@ class WorkflowsTab:
     profile: gr.HTML
     open: gr.Button
     result: gr.Markdown
+    deployment: gr.HTML
+    deploy_button: gr.Button
+    rollback_button: gr.Button
+    undeploy_button: gr.Button
+    deployed: gr.Markdown
+    triggers: gr.HTML
 
     @property
     def outputs(self) -> list[Component]:
@@ -91,6 +102,12 @@ class WorkflowsTab:
             self.profile,
             self.open,
             self.result,
+            self.deployment,
+            self.deploy_button,
+            self.rollback_button,
+            self.undeploy_button,
+            self.deployed,
+            self.triggers,
         ]
 
     @property
@@ -143,7 +160,62 @@ class WorkflowsTab:
             self.profile: views.profile_html(flow, name),
             self.open: gr.update(interactive=True),
             self.result: "",
+            **self._deployment(stored),
         }
+
+    def _deployment(self, stored: WorkflowVersion) -> Updates:
+        """The Deployment section of the version shown; a secret shown after a deploy is cleared here."""
+        flow = engine_of(self.state).flow
+        current = flow.store.current_deployment(stored.name)
+        history = flow.store.deployment_history(stored.name, limit=200)
+        return {
+            self.deployment: views.deployment_html(flow, stored, current),
+            self.deploy_button: gr.update(interactive=True, value=f"Deploy {versions.label(stored)}"),
+            self.rollback_button: gr.update(interactive=views.can_roll_back(current, history)),
+            self.undeploy_button: gr.update(interactive=current is not None),
+            self.deployed: "",
+            self.triggers: views.triggers_html(flow, stored.name, current),
+        }
+
+    def deploy(self, name: str, version: str | None, compare: str | None, request: gr.Request) -> Updates:
+        """A person deploys the version shown; refused (with what to do) when it needs a grant."""
+        flow = engine_of(self.state).flow
+        return self._changed(
+            name,
+            version,
+            compare,
+            lambda: flow.deployments.deploy(name, version or None, by=person_of(request), note="the Workflows tab"),
+        )
+
+    def rollback(self, name: str, version: str | None, compare: str | None, request: gr.Request) -> Updates:
+        flow = engine_of(self.state).flow
+        return self._changed(name, version, compare, lambda: flow.deployments.rollback(name, by=person_of(request)))
+
+    def undeploy(self, name: str, version: str | None, compare: str | None, request: gr.Request) -> Updates:
+        flow = engine_of(self.state).flow
+
+        def undeploy() -> str:
+            flow.deployments.undeploy(name, by=person_of(request))
+            return f"✓ **Undeployed '{name}'**: none of its triggers fire now; **Deploy** puts a version back."
+
+        return self._changed(name, version, compare, undeploy)
+
+    def _changed(
+        self, name: str, version: str | None, compare: str | None, change: Callable[[], DeployResult | str]
+    ) -> Updates:
+        """Make the change, then show the view again with what it did (or why not) under the buttons."""
+        if not name:
+            return {self.deployed: "Pick a workflow first."}
+        flow = engine_of(self.state).flow
+        try:
+            done = change()
+        except (DeployError, NeedsGrantError) as exc:  # their messages say what to do
+            message = f"⚠ **Not done:** {exc}"
+        except SpecErrors as exc:  # a version stored before a rule it breaks existed
+            message = f"⚠ **Not done:** this version no longer validates here ({exc.errors[0].message})."
+        else:
+            message = done if isinstance(done, str) else views.deployed_text(flow, done)
+        return {**self.show(name, version, compare), self.deployed: message}
 
     def _blank(self, name: str, message: str) -> Updates:
         return {
@@ -158,6 +230,12 @@ class WorkflowsTab:
             self.profile: "",
             self.open: gr.update(interactive=False),
             self.result: "",
+            self.deployment: "",
+            self.deploy_button: gr.update(interactive=False, value="Deploy"),
+            self.rollback_button: gr.update(interactive=False),
+            self.undeploy_button: gr.update(interactive=False),
+            self.deployed: "",
+            self.triggers: "",
         }
 
     def pick(self, event: gr.SelectData) -> Updates:
@@ -215,6 +293,13 @@ def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
             open_button = gr.Button("Open in chat", variant="primary", interactive=False, elem_id="open-in-chat")
             result = gr.Markdown()
             grant = gr.Markdown(elem_id="workflow-grant")
+            deployment = gr.HTML(elem_id="workflow-deployment")
+            with gr.Row():
+                deploy_button = gr.Button("Deploy", variant="primary", interactive=False, elem_id="deploy-button")
+                rollback_button = gr.Button("Rollback", interactive=False, elem_id="rollback-button")
+                undeploy_button = gr.Button("Undeploy", variant="stop", interactive=False, elem_id="undeploy-button")
+            deployed = gr.Markdown(elem_id="deploy-result")
+            triggers = gr.HTML(elem_id="workflow-triggers")
             runs = gr.HTML(elem_id="workflow-runs")
             profile_view = gr.HTML(elem_id="workflow-profile")
     tab = WorkflowsTab(
@@ -234,6 +319,12 @@ def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
         profile_view,
         open_button,
         result,
+        deployment,
+        deploy_button,
+        rollback_button,
+        undeploy_button,
+        deployed,
+        triggers,
     )
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     refresh.click(tab.refresh, outputs=[table, hint], **private)
@@ -241,6 +332,12 @@ def build(state: AppState, chat: ChatTab, tabs: gr.Tabs) -> WorkflowsTab:
     table.select(tab.pick, outputs=tab.detail, **private).then(**follow)
     for picker in (version_pick, compare):
         picker.input(tab.show, inputs=[name, version_pick, compare], outputs=tab.detail, **private).then(**follow)
+    for button, change in (
+        (deploy_button, tab.deploy),
+        (rollback_button, tab.rollback),
+        (undeploy_button, tab.undeploy),
+    ):
+        button.click(change, inputs=[name, version_pick, compare], outputs=tab.detail, **private)
     open_button.click(
         tab.open_in_chat,
         inputs=[chat.session, name, version_pick, chat.chatbot, chat.form_key],
