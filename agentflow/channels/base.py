@@ -4,7 +4,7 @@ A channel turns its medium's messages into `Inbound` and hands them to the `Chan
 (`router.py`), which decides what they mean: an approval, a workflow's trigger, or a turn with the
 assistant. Answers come back through `send` (text already split to `max_text`) and approval
 requests through `ask_approval` (buttons where the medium has them, typed `approve ID` otherwise).
-Every channel passes `tests/unit/test_channel_contract.py`.
+Every channel passes `tests/integration/test_channel_contract.py`.
 """
 
 from __future__ import annotations

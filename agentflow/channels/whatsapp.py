@@ -134,7 +134,7 @@ class WhatsAppChannel:
                 exc,
             )
             return
-        if message.error_code:  # reported at once for some refusals, later (status callbacks) for most
+        if message.error_code:  # Twilio reports most failures later, in status callbacks (not subscribed to)
             self._log_refusal(chat, message.error_code, message.error_message or str(message.status))
 
     async def ask_approval(self, chat: str, prompt: ApprovalPrompt) -> None:
@@ -171,6 +171,29 @@ class WhatsAppChannel:
         router = self._router
         if router is None:
             return PlainTextResponse("the WhatsApp channel is starting; Twilio may retry", status_code=503)
+        url = self.public_url(request)
+        signature = request.headers.get("x-twilio-signature")
+        if not signature:  # refused before reading anything
+            log.warning("refused a WhatsApp webhook to %s: no X-Twilio-Signature header (not sent by Twilio)", url)
+            return PlainTextResponse("missing X-Twilio-Signature", status_code=403)
+        params = await self._form(request)
+        if isinstance(params, Response):
+            return params
+        if not self._valid(url, params, signature):
+            log.warning(
+                "refused a WhatsApp webhook: X-Twilio-Signature does not match %s; check "
+                "AGENTFLOW_TWILIO_AUTH_TOKEN, and that this is the exact URL set in Twilio (behind a TLS proxy, "
+                "set AGENTFLOW_PUBLIC_URL or AGENTFLOW_TRUST_PROXY=1)",
+                url,
+            )
+            return PlainTextResponse("invalid X-Twilio-Signature", status_code=403)
+        inbound = self._inbound(params)
+        if inbound is not None:
+            self._enqueue(router, inbound)
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    async def _form(self, request: Request) -> ImmutableMultiDict[str, str] | Response:
+        """The posted form, or the answer refusing it: too large (413, counted as it arrives), not a form (415)."""
         limit = self.settings.hook_max_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -185,24 +208,7 @@ class WhatsAppChannel:
             return PlainTextResponse(
                 "Twilio's webhooks are form-encoded (application/x-www-form-urlencoded)", status_code=415
             )
-        params = ImmutableMultiDict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
-        url = self.public_url(request)
-        signature = request.headers.get("x-twilio-signature")
-        if not signature:
-            log.warning("refused a WhatsApp webhook to %s: no X-Twilio-Signature header (not sent by Twilio)", url)
-            return PlainTextResponse("missing X-Twilio-Signature", status_code=403)
-        if not self._valid(url, params, signature):
-            log.warning(
-                "refused a WhatsApp webhook: X-Twilio-Signature does not match %s; check "
-                "AGENTFLOW_TWILIO_AUTH_TOKEN, and that this is the exact URL set in Twilio (behind a TLS proxy, "
-                "set AGENTFLOW_PUBLIC_URL or AGENTFLOW_TRUST_PROXY=1)",
-                url,
-            )
-            return PlainTextResponse("invalid X-Twilio-Signature", status_code=403)
-        inbound = self._inbound(params)
-        if inbound is not None:
-            self._enqueue(router, inbound)
-        return Response(EMPTY_TWIML, media_type="text/xml")
+        return ImmutableMultiDict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
     def public_url(self, request: Request) -> str:
         """The URL Twilio called, as it signed it: scheme, host, port, path and query."""
