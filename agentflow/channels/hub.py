@@ -55,10 +55,17 @@ class ChannelHub:
         if not self.channels:
             return
         self.router = ChannelRouter(flow, conversation)
+        started: dict[str, Any] = {}
         for name, channel in self.channels.items():
-            await channel.start(self.router)
+            try:
+                await channel.start(self.router)
+            except Exception as exc:  # a bad token or no network: the rest of the server still serves
+                log.error("channel %s did not start: %s; the app runs without it", name, exc)
+                continue
+            started[name] = channel
             log.info("channel %s is listening", name)
-        self.notifier = Notifier(flow, self.router, self.channels)
+        self.channels = started
+        self.notifier = Notifier(flow, self.router, started)
         await self.notifier.start()
 
     async def stop(self) -> None:

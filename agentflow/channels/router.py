@@ -115,18 +115,22 @@ class ChannelRouter:
                 key=key,
                 inputs=inputs,
                 reply_to=reply_to,
+                wake=False,  # "Started" first: a quick run's answer must not overtake it
             )
         except Refused as exc:
             await self.send(channel, message.chat, f"Not started: {exc.reason}")
             return "refused"
         if not started.created:
             return "duplicate"
-        await self.send(
-            channel,
-            message.chat,
-            f"Started {found.deployed.name} {label(found.deployed.stored)} (run {started.run_id[:12]}). "
-            "I will answer here when it ends or needs you.",
-        )
+        try:
+            await self.send(
+                channel,
+                message.chat,
+                f"Started {found.deployed.name} {label(found.deployed.stored)} (run {started.run_id[:12]}). "
+                "I will answer here when it ends or needs you.",
+            )
+        finally:
+            self.flow.executor.wake()
         return "started"
 
     async def _converse(self, channel: Channel, message: Inbound) -> str:

@@ -60,11 +60,13 @@ async def start(
     key: str,
     inputs: dict[str, Any],
     reply_to: dict[str, Any] | None = None,
+    wake: bool = True,
 ) -> Started:
     """Record the run a delivery asks for (durable when this returns) and wake the executor; raises Refused.
 
     On the event loop: checking is quick (the version is compiled once, reads are indexed) and the
-    commit is awaited without a thread, so concurrent deliveries share one commit."""
+    commit is awaited without a thread, so concurrent deliveries share one commit. With `wake=False`
+    the caller wakes the executor itself (a chat says "Started" before the run can answer)."""
     name, version = deployed.name, deployed.stored.version
     try:
         run = flow.executor.prepare(name, version, inputs, trigger=channel, reply_to=reply_to)
@@ -77,6 +79,6 @@ async def start(
     delivery = Delivery(workflow=name, trigger=trigger, channel=channel, outcome="accepted", key=key)
     request = TriggeredRun(run=run, scope=scope, key=key, delivery=delivery)
     [(run_id, created)] = await flow.store.astart_triggered([request])
-    if created:
+    if created and wake:
         flow.executor.wake()
     return Started(run_id, created, name, version)

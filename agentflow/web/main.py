@@ -69,6 +69,8 @@ def main() -> int:
     from agentflow.web.server import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's URL at INFO, and a Telegram Bot API URL holds the bot's token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
         app = create_app(settings, build_ui=ui_builder())
