@@ -413,8 +413,10 @@ async def _resume(flow: AgentFlow, args: argparse.Namespace) -> int:
 
 
 async def _approve(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow.cli_grants import person
+
     run_id = _find(flow, args.run_id)
-    approval = flow.store.decide_approval(run_id, approved=not args.reject, comment=args.comment)
+    approval = flow.store.decide_approval(run_id, approved=not args.reject, comment=args.comment, decided_by=person())
     if approval is None:
         run = flow.store.get_run(run_id)
         status = run.status if run else "unknown"

@@ -219,7 +219,7 @@ async def _decide(engine: ConversationEngine, args: list[str], turn: Turn, *, ap
         raise LookupError("give a run id: /approve RUN [comment] (see /runs)")
     run_id = find_run(engine, args[0])
     comment = " ".join(args[1:]) or None
-    approval = engine.flow.store.decide_approval(run_id, approved=approved, comment=comment)
+    approval = engine.flow.store.decide_approval(run_id, approved=approved, comment=comment, decided_by=turn.person)
     if approval is None:
         raise LookupError(f"run {run_id[:12]} has no pending approval")
     engine.flow.executor.wake()

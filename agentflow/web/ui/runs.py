@@ -30,7 +30,7 @@ from agentflow.observability.profile import profile
 from agentflow.store.base import RunRecord, TraceState
 from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
 from agentflow.web.ui import console, queries
-from agentflow.web.ui.chat import Updates, engine_of
+from agentflow.web.ui.chat import Updates, engine_of, person_of
 from agentflow.web.ui.timeline import bars, svg
 from agentflow.web.ui.workflow_views import address, run_address
 
@@ -277,9 +277,11 @@ class RunsTab:
         self.filters[request.session_hash or ""] = status
         return {self.table: self.listing(status)}
 
-    def decide(self, run_id: str, comment: str, *, approved: bool) -> Updates:
+    def decide(self, run_id: str, comment: str, *, approved: bool, person: str | None = None) -> Updates:
         flow = self.flow
-        decided = flow.store.decide_approval(run_id, approved=approved, comment=comment.strip() or None)
+        decided = flow.store.decide_approval(
+            run_id, approved=approved, comment=comment.strip() or None, decided_by=person
+        )
         if decided is None:
             message = "This run has no pending approval any more (someone may have decided it already)."
         else:
@@ -288,11 +290,11 @@ class RunsTab:
             message = f"{verb} `{decided.node_id}`; the run continues in the background."
         return {self.result: message, self.comment: "", **self.show(run_id)}
 
-    def do_approve(self, run_id: str, comment: str) -> Updates:
-        return self.decide(run_id, comment, approved=True)
+    def do_approve(self, run_id: str, comment: str, request: gr.Request) -> Updates:
+        return self.decide(run_id, comment, approved=True, person=person_of(request))
 
-    def do_reject(self, run_id: str, comment: str) -> Updates:
-        return self.decide(run_id, comment, approved=False)
+    def do_reject(self, run_id: str, comment: str, request: gr.Request) -> Updates:
+        return self.decide(run_id, comment, approved=False, person=person_of(request))
 
     def do_cancel(self, run_id: str) -> Updates:
         if self.flow.store.request_cancel(run_id):
