@@ -45,6 +45,7 @@ LLM_FREE = {
     "calculator-tool.yaml",
     "approval.yaml",
     "secret-webhook.yaml",
+    "triggered-triage.yaml",
 }
 NEEDS_A_MODEL = {
     "summarize.yaml",
@@ -189,6 +190,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory, summarize_llm: FakeLLM) -
     start("bounded-loop", "run", example("bounded-loop.yaml"))
     start("calculator-tool", "run", example("calculator-tool.yaml"))
     start("approval", "run", example("approval.yaml"), "-i", "amount=75.5")
+    start("triggered-triage", "run", example("triggered-triage.yaml"), "-i", "ticket=the printer is on fire")
     yield runs
     for run in runs.values():
         if run.process.poll() is None:
@@ -218,6 +220,19 @@ def test_approval_waits_then_another_process_approves(launched: dict[str, Launch
 
 
 @pytest.mark.slow
+def test_triggered_triage_runs_by_hand_then_deploys_as_its_header_says(launched: dict[str, Launched]) -> None:
+    first = launched["triggered-triage"]
+    code, result = first.result()
+    assert (code, result["status"]) == (0, "succeeded")
+    assert result["outputs"] == {"urgent": True, "ticket": "the printer is on fire", "source": "manual"}
+
+    code, deployed = launch(Path(first.env["AGENTFLOW_HOME"]), "deploy", "triggered-triage", "--json").result()
+    assert code == 0, deployed
+    kinds = {trigger["name"]: trigger["kind"] for trigger in deployed["triggers"]}
+    assert kinds == {"github": "webhook", "schedule": "schedule", "telegram": "telegram", "whatsapp": "whatsapp"}
+    assert list(deployed["secrets"]) == ["github"]
+
+
 def test_hello(launched: dict[str, Launched]) -> None:
     code, result = launched["hello"].result()
 
