@@ -30,6 +30,7 @@ def _load() -> dict[str, Callable[[], Report]]:
         postgres_overhead,
         queue_latency,
         tracing,
+        webhooks,
         worker_throughput,
     )
 
@@ -46,6 +47,7 @@ def _load() -> dict[str, Callable[[], Report]]:
         "queue_latency": queue_latency.run,
         "worker_throughput": worker_throughput.run,
         "live_ops": live_ops.run,
+        "webhooks": webhooks.run,
     }
 
 

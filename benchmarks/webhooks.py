@@ -28,7 +28,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from benchmarks._common import ROOT, Report, main_for, median
 
@@ -82,7 +81,7 @@ def _uvicorn(target: str, *, factory: bool = False) -> list[str]:
 
 
 def _request(port: int, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST /api/hooks/hook/webhook HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines = ["POST /api/hooks/hook/webhook HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -176,7 +175,9 @@ def run() -> Report:
         app, app_port = _start(_uvicorn("agentflow.web.server:create_app", factory=True), env, ROOT)
         scaled_env = {**env, "AGENTFLOW_HOME": str(tmp / "pg"), "AGENTFLOW_DATABASE_URL": database}
         scaled, scaled_port = _start(
-            _uvicorn("agentflow.web.server:create_app", factory=True), {**scaled_env, "AGENTFLOW_EXECUTOR": "workers"}, ROOT
+            _uvicorn("agentflow.web.server:create_app", factory=True),
+            {**scaled_env, "AGENTFLOW_EXECUTOR": "workers"},
+            ROOT,
         )
         bare, bare_port = _start(_uvicorn("bare_app:app"), {**env, "PYTHONPATH": str(tmp)}, tmp)
         try:
@@ -193,7 +194,9 @@ def run() -> Report:
             scaled_latencies: list[float] = []
             accepted = 200
             for index in range(ROUNDS):
-                seconds, _, statuses = asyncio.run(_load(bare_port, _signed(secret, DELIVERIES, bare_port, f"b{index}")))
+                seconds, _, statuses = asyncio.run(
+                    _load(bare_port, _signed(secret, DELIVERIES, bare_port, f"b{index}"))
+                )
                 bare_rates.append(DELIVERIES / seconds)
                 seconds, round_latencies, statuses = asyncio.run(
                     _load(app_port, _signed(secret, DELIVERIES, app_port, f"r{index}"))
