@@ -32,7 +32,7 @@ import signal  # noqa: E402
 
 signal.signal(signal.SIGUSR1, _dump_tasks)
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -120,3 +120,13 @@ def flow(home: Path, fake_llm: FakeLLM) -> Iterator[AgentFlow]:
     instance = AgentFlow.open(fake_settings(home, fake_llm))
     yield instance
     instance.close()
+
+
+@pytest.fixture
+async def running(flow: AgentFlow) -> AsyncIterator[AgentFlow]:
+    """The flow with its executor and live feed started: runs run, and those started in a chat answer there."""
+    await flow.executor.start()
+    await flow.feed.start()
+    yield flow
+    await flow.feed.stop()
+    await flow.executor.stop()

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -129,21 +129,31 @@ class Scheduler:
         on_time = [at for at in times if now - at <= GRACE_SECONDS]
         missed = [at for at in times if now - at > GRACE_SECONDS]
         chosen = self._chosen(config, on_time, missed)
-        prepared = [self._request(schedule, config, at, late=at in missed) for at in chosen]
-        requests = [request for request in prepared if request is not None]
-        if not self.flow.store.claim_fire(schedule, next_fire_at=following, runs=requests):
-            return []  # another process claimed this fire
-        if missed and not chosen:
-            self.flow.store.log_delivery(
-                Delivery(
-                    workflow=schedule.workflow,
-                    trigger=schedule.trigger,
-                    channel="schedule",
-                    outcome="refused",
-                    key=iso(missed[-1], schedule.timezone),
-                    detail=f"skipped {len(missed)} missed time(s) (misfire: skip)",
+        refusals: list[Delivery] = []
+        requests = []
+        for at in chosen:
+            key = iso(at, "UTC")
+            late = " (missed, run late)" if at in missed else ""
+            try:
+                run = self.flow.executor.prepare(
+                    schedule.workflow, schedule.version, dict(config.inputs), trigger="schedule"
+                )
+            except Exception as exc:  # inputs, grant or budget: this fire is refused, the schedule moves on
+                refusals.append(_delivery(schedule, "refused", key, str(exc)))
+                continue
+            delivery = _delivery(schedule, "accepted", key, f"fire time {iso(at, schedule.timezone)}{late}")
+            requests.append(
+                TriggeredRun(
+                    run=run, scope=f"schedule:{schedule.workflow}:{schedule.trigger}", key=key, delivery=delivery
                 )
             )
+        if not self.flow.store.claim_fire(schedule, next_fire_at=following, runs=requests):
+            return []  # another process claimed this fire (and says what became of it)
+        if missed and not chosen:
+            skipped = f"skipped {len(missed)} missed time(s) (misfire: skip)"
+            refusals.append(_delivery(schedule, "refused", iso(missed[-1], schedule.timezone), skipped))
+        for refusal in refusals:
+            self.flow.store.log_delivery(refusal)
         self.fired += len(requests)
         return [request.run.id for request in requests]
 
@@ -157,31 +167,13 @@ class Scheduler:
             return [(on_time or missed)[-1]]
         return [*missed, *on_time][-config.catch_up :]
 
-    def _request(self, schedule: Schedule, config: ScheduleTrigger, at: float, *, late: bool) -> TriggeredRun | None:
-        key = iso(at, "UTC")
-        delivery = Delivery(
-            workflow=schedule.workflow,
-            trigger=schedule.trigger,
-            channel="schedule",
-            outcome="accepted",
-            key=key,
-            detail=f"fire time {iso(at, schedule.timezone)}" + (" (missed, run late)" if late else ""),
-        )
-        inputs: dict[str, Any] = dict(config.inputs)
-        try:
-            run = self.flow.executor.prepare(schedule.workflow, schedule.version, inputs, trigger="schedule")
-        except Exception as exc:  # inputs, grant or budget: the fire is refused and logged, the schedule moves on
-            self.flow.store.log_delivery(
-                Delivery(
-                    workflow=schedule.workflow,
-                    trigger=schedule.trigger,
-                    channel="schedule",
-                    outcome="refused",
-                    key=key,
-                    detail=str(exc),
-                )
-            )
-            return None
-        return TriggeredRun(
-            run=run, scope=f"schedule:{schedule.workflow}:{schedule.trigger}", key=key, delivery=delivery
-        )
+
+def _delivery(schedule: Schedule, outcome: str, key: str, detail: str) -> Delivery:
+    return Delivery(
+        workflow=schedule.workflow,
+        trigger=schedule.trigger,
+        channel="schedule",
+        outcome=outcome,
+        key=key,
+        detail=detail,
+    )

@@ -80,16 +80,6 @@ def telegram() -> Iterator[FakeTelegram]:
 
 
 @pytest.fixture
-async def running(flow: AgentFlow) -> AsyncIterator[AgentFlow]:
-    """The flow with its executor and live feed started: runs run, and the notifier hears them end."""
-    await flow.executor.start()
-    await flow.feed.start()
-    yield flow
-    await flow.feed.stop()
-    await flow.executor.stop()
-
-
-@pytest.fixture
 async def medium(running: AgentFlow, telegram: FakeTelegram) -> AsyncIterator[TelegramMedium]:
     async with telegram_medium(running, ConversationEngine(running, run_wait=20), fake=telegram) as medium:
         yield medium

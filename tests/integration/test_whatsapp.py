@@ -37,16 +37,6 @@ def twilio() -> Iterator[FakeTwilio]:
         yield fake
 
 
-@pytest.fixture
-async def running(flow: AgentFlow) -> AsyncIterator[AgentFlow]:
-    """The flow with its executor and live feed started: runs continue, and answer in their chat."""
-    await flow.executor.start()
-    await flow.feed.start()
-    yield flow
-    await flow.feed.stop()
-    await flow.executor.stop()
-
-
 class Logged(logging.Handler):
     """Set when the channels' logger says something containing all of `words`."""
 
