@@ -30,12 +30,18 @@ from pydantic import TypeAdapter, ValidationError
 from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.web.models import (
     CapabilitySet,
+    DeliveryEntry,
+    DeploymentEntry,
+    DeploymentStatus,
+    DeployResponse,
     EventPage,
     GrantEntry,
+    HookSecretEntry,
     RunDetail,
     RunSummary,
     SpecProblem,
     StoredEvent,
+    TriggerEntry,
     WorkflowDetail,
     WorkflowSummary,
 )
@@ -238,6 +244,14 @@ _WORKFLOW = TypeAdapter(WorkflowDetail)
 _RUN = TypeAdapter(RunSummary)
 _RUN_DETAIL = TypeAdapter(RunDetail)
 _EVENTS = TypeAdapter(EventPage)
+TriggerList = list[TriggerEntry]
+DeliveryList = list[DeliveryEntry]
+_DEPLOYED = TypeAdapter(DeployResponse)
+_DEPLOYMENT = TypeAdapter(DeploymentEntry)
+_DEPLOYMENTS = TypeAdapter(DeploymentStatus)
+_TRIGGERS = TypeAdapter(TriggerList)
+_DELIVERIES = TypeAdapter(DeliveryList)
+_SECRET = TypeAdapter(HookSecretEntry)
 
 
 class _Http:
@@ -266,7 +280,7 @@ class _Http:
 
 
 class Workflows:
-    """`client.workflows`: save, list, read, grant."""
+    """`client.workflows`: save, list, read, grant, deploy and its triggers."""
 
     def __init__(self, http: _Http) -> None:
         self._http = http
@@ -296,6 +310,38 @@ class Workflows:
     def grants(self, name: str) -> GrantList:
         """Who granted what to a workflow, newest first."""
         return self._http.call(_GRANTS, "GET", f"api/workflows/{_segment(name)}/grants")
+
+    def deploy(self, name: str, version: str | None = None, *, note: str | None = None) -> DeployResponse:
+        """Make a version (the latest when omitted) the one its triggers fire; new webhook secrets come back
+        once, in `secrets` (GrantNeededError when the version's grant is missing)."""
+        body = {key: value for key, value in (("version", version), ("note", note)) if value is not None}
+        return self._http.call(_DEPLOYED, "POST", f"api/workflows/{_segment(name)}/deploy", json=body)
+
+    def rollback(self, name: str) -> DeployResponse:
+        """Deploy again the version in force before the current one (ConflictError when there is none)."""
+        return self._http.call(_DEPLOYED, "POST", f"api/workflows/{_segment(name)}/rollback")
+
+    def undeploy(self, name: str) -> DeploymentEntry:
+        """Stop every trigger of the workflow."""
+        return self._http.call(_DEPLOYMENT, "POST", f"api/workflows/{_segment(name)}/undeploy")
+
+    def deployments(self, name: str) -> DeploymentStatus:
+        """The deployment in force, its live triggers, and the history."""
+        return self._http.call(_DEPLOYMENTS, "GET", f"api/workflows/{_segment(name)}/deployments")
+
+    def deliveries(self, name: str, *, limit: int = 20) -> DeliveryList:
+        """The latest deliveries to its triggers: accepted, duplicate, refused (with why), newest first."""
+        path = f"api/workflows/{_segment(name)}/deliveries"
+        return self._http.call(_DELIVERIES, "GET", path, params={"limit": limit})
+
+    def rotate_secret(self, name: str, trigger: str) -> HookSecretEntry:
+        """A new signing secret for a webhook trigger, shown once; the previous one works for 24 hours."""
+        path = f"api/workflows/{_segment(name)}/hooks/{_segment(trigger)}/secret"
+        return self._http.call(_SECRET, "POST", path)
+
+    def triggers(self, name: str | None = None) -> TriggerList:
+        """Every deployed trigger (of one workflow, or all): webhook paths, schedules' next fire times."""
+        return self._http.call(_TRIGGERS, "GET", "api/triggers", params={"workflow": name} if name else None)
 
 
 class Runs:
