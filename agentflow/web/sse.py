@@ -18,16 +18,18 @@ LINGER_SECONDS = 0.1
 RETRY_MS = 2000
 _CACHED = 4096
 
-# Every subscriber of an event sends the same frame: encode it once (events are never changed).
-_frames: OrderedDict[int, str] = OrderedDict()
+# Every subscriber of an event sends the same frame: encode it once (events are never changed). Keyed by
+# the event's id and its run: ids count per store, and a process may serve several (the test suite does).
+_frames: OrderedDict[tuple[int, str], str] = OrderedDict()
 
 
 def message(event: dict[str, Any]) -> str:
     event_id = event["id"]
-    frame = _frames.get(event_id)
+    key = (event_id, str(event.get("run_id")))
+    frame = _frames.get(key)
     if frame is None:
         data = json.dumps(event, default=str, separators=(",", ":"))  # one line: no newline can break the frame
-        frame = _frames[event_id] = f"id: {event_id}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n"
+        frame = _frames[key] = f"id: {event_id}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n"
         if len(_frames) > _CACHED:
             _frames.popitem(last=False)
     return frame

@@ -28,6 +28,9 @@ from agentflow.web.server import AppState, create_app
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 PUBLIC = {"/health"}
+# Public by design, each delivery authenticated by its own signature (tests/integration/test_webhooks.py;
+# the channels' routes, in test_telegram.py and test_whatsapp.py, exist only when a channel is configured).
+SIGNED = {"/api/hooks/x", "/api/hooks/x/x"}
 # Reachable without login by design: Gradio's login form and its static files (see auth.GRADIO_LOGIN_PATHS).
 ANONYMOUS_UI = set(GRADIO_LOGIN_PATHS)
 
@@ -142,7 +145,7 @@ def test_health_is_public(client: TestClient) -> None:
 def test_every_non_public_route_refuses_anonymous_requests(app: FastAPI, client: TestClient) -> None:
     checked = 0
     for method, path in every_route(app.routes):
-        if path in PUBLIC or is_anonymous_ui(path):
+        if path in PUBLIC or path in SIGNED or is_anonymous_ui(path):
             continue
         response = client.request(method, path, follow_redirects=False)
         assert response.status_code in (401, 403), f"{method} {path} answered {response.status_code} anonymously"
@@ -156,6 +159,8 @@ def test_every_api_route_needs_the_bearer_token(app: FastAPI, client: TestClient
     for method, path in api_routes:
         if path in ("/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect"):
             continue  # opened by a browser: the login session or the token
+        if path in SIGNED:
+            continue
         anonymous = client.request(method, path)
         assert anonymous.status_code == 401, f"{method} {path}"
         assert anonymous.headers["www-authenticate"].startswith("Bearer")
