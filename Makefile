@@ -7,7 +7,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export GRADIO_ANALYTICS_ENABLED := False
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint bench run clean browser lock docker-engine services
+.PHONY: install test lint bench run clean browser lock docker-engine services sandboxes sandbox-image
 
 # Every machine installs exactly the versions in requirements.lock, checked against their hashes;
 # only `make lock` changes them, on purpose.
@@ -39,6 +39,16 @@ lock:
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Where code nodes run without Docker: bubblewrap, and gVisor's runsc (both from Debian).
+sandboxes:
+	@command -v bwrap >/dev/null 2>&1 && command -v runsc >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1 \
+		&& command -v prlimit >/dev/null 2>&1 || { $(SUDO) apt-get update -qq \
+		&& $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap runsc procps util-linux; }
+
+# The Docker sandbox's image, built locally from the base image (docs/sandbox.md).
+sandbox-image: $(STAMP) docker-engine
+	$(BIN)/agentflow sandbox build
+
 # A Docker engine, Compose 1.29 and the base image local/bookworm-slim, without a registry (tests/docker).
 docker-engine:
 	bash scripts/docker-engine.sh
@@ -51,8 +61,9 @@ services:
 
 # Everything on the embedded SQLite store (plus the Postgres-only tests and the images), then the
 # integration suite again with every AgentFlow process of a test on Postgres.
-test: $(STAMP) browser services docker-engine
-	$(BIN)/python -m pytest -q
+# Every sandbox backend must work here: their contract and escape tests fail rather than skip.
+test: $(STAMP) browser services docker-engine sandboxes sandbox-image
+	AGENTFLOW_TEST_REQUIRE_SANDBOXES=bwrap,gvisor,docker $(BIN)/python -m pytest -q
 	AGENTFLOW_TEST_STORE=postgres $(BIN)/python -m pytest -q tests/integration \
 		--ignore=tests/integration/test_workers.py
 

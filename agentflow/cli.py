@@ -117,6 +117,26 @@ def _parser() -> argparse.ArgumentParser:
 
     add_trigger_parsers(commands)
 
+    from agentflow.cli_tools import add_parsers as add_tool_parsers
+
+    add_tool_parsers(commands)
+
+    from agentflow.cli_memory import add_parsers as add_memory_parsers
+
+    add_memory_parsers(commands)
+
+    from agentflow.cli_diff import add_parsers as add_diff_parsers
+
+    add_diff_parsers(commands)
+
+    from agentflow.cli_agents import add_parsers as add_agent_registry_parsers
+
+    add_agent_registry_parsers(commands)
+
+    from agentflow.cli_agent import add_parsers as add_agent_process_parsers
+
+    add_agent_process_parsers(commands)
+
     chat = commands.add_parser("chat", help="talk to the assistant in this terminal (same sessions as the web app)")
     chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
     chat.add_argument("--model", help="the assistant's model (default: AGENTFLOW_MODEL or the first detected)")
@@ -150,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # Commands that never touch run data: the same with or without a server.
-MACHINE_COMMANDS = frozenset({"validate", "schema", "serve"})
+MACHINE_COMMANDS = frozenset({"validate", "schema", "serve", "agent"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "migrate":
             return _migrate(args)
+        if args.command in ("tools", "sandbox"):
+            return _tools(args)
+        if args.command == "memory":
+            return _memory(args)
+        if args.command == "agents":
+            return _agents(args)
+        if args.command == "agent":
+            return _agent(args)
         if args.command == "schema":
             from agentflow.spec.schema import workflow_json_schema
 
@@ -201,13 +229,19 @@ def _server(args: argparse.Namespace) -> str | None:
 def _validate(files: list[str]) -> int:
     # This process only validates: pydantic's plugin discovery (importlib.metadata) is pure start-up cost.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from agentflow.settings import Settings, SettingsError
     from agentflow.spec.errors import SpecErrors
-    from agentflow.spec.validate import BUILTIN_TOOL_NAMES, load_workflow_file
+    from agentflow.spec.validate import load_workflow_file
+    from agentflow.tools.registry import builtin_registry
 
+    try:
+        tools = builtin_registry(Settings.from_env())  # installed tools and the operator's; nothing connects
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
     failed = False
     for path in files:
         try:
-            workflow = load_workflow_file(path, known_tools=BUILTIN_TOOL_NAMES)
+            workflow = load_workflow_file(path, known_tools=tools.known_names(), network_tools=tools.network_names())
         except SpecErrors as exc:
             failed = True
             print(str(exc), file=sys.stderr)
@@ -249,6 +283,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _costs(flow, args)
         if args.command == "profile":
             return _profile(flow, args)
+        if args.command == "diff":
+            return _diff(flow, args)
         if args.command in ("grant", "grants", "secrets"):
             return _trust(flow, args)
         from agentflow import cli_triggers
@@ -268,6 +304,45 @@ def _trust(flow: AgentFlow, args: argparse.Namespace) -> int:
         command = {"grant": cli_grants.grant, "grants": cli_grants.grants, "secrets": cli_grants.secrets}
         return command[args.command](flow, args)
     except cli_grants.GrantUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _tools(args: argparse.Namespace) -> int:
+    from agentflow import cli_tools
+    from agentflow.settings import Settings, SettingsError
+
+    try:
+        return cli_tools.run(Settings.from_env(), args)
+    except (cli_tools.ToolsUsageError, SettingsError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from agentflow import cli_memory
+    from agentflow.settings import Settings, SettingsError
+
+    try:
+        return cli_memory.run(Settings.from_env(), args)
+    except (cli_memory.MemoryUsageError, SettingsError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from agentflow import cli_agents
+    from agentflow.settings import Settings, SettingsError
+
+    try:
+        return cli_agents.run(Settings.from_env(), args)
+    except (cli_agents.AgentsUsageError, SettingsError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from agentflow import cli_agent
+
+    try:
+        return cli_agent.run(args)
+    except cli_agent.AgentUsageError as exc:
         raise CLIError(str(exc)) from None
 
 
@@ -360,6 +435,15 @@ def _find(flow: AgentFlow, run_id: str) -> str:
     if not matches:
         raise CLIError(f"no run '{run_id}'; list them with: agentflow runs list")
     raise CLIError(f"'{run_id}' matches several runs ({', '.join(m.id[:12] for m in matches)}); give more of the id")
+
+
+def _diff(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_diff
+    from agentflow.runs_diff import diff_runs
+
+    run_a, run_b = (flow.store.get_run(_find(flow, run_id)) for run_id in (args.run_a, args.run_b))
+    assert run_a is not None and run_b is not None
+    return cli_diff.print_diff(diff_runs(flow.store, run_a, run_b), as_json=args.json)
 
 
 def _runs(flow: AgentFlow, args: argparse.Namespace) -> int:

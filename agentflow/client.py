@@ -39,8 +39,10 @@ from agentflow.web.models import (
     HookSecretEntry,
     RunDetail,
     RunSummary,
+    SandboxStatus,
     SpecProblem,
     StoredEvent,
+    ToolEntry,
     TriggerEntry,
     WorkflowDetail,
     WorkflowSummary,
@@ -252,6 +254,24 @@ _DEPLOYMENTS = TypeAdapter(DeploymentStatus)
 _TRIGGERS = TypeAdapter(TriggerList)
 _DELIVERIES = TypeAdapter(DeliveryList)
 _SECRET = TypeAdapter(HookSecretEntry)
+ToolList = list[ToolEntry]
+_TOOLS = TypeAdapter(ToolList)
+_SANDBOX = TypeAdapter(SandboxStatus)
+
+
+class Tools:
+    """`client.tools`: what workflows on this server can call, and where their code runs."""
+
+    def __init__(self, http: _Http) -> None:
+        self._http = http
+
+    def list(self) -> ToolList:
+        """Every tool: arguments schema, source, and the capability a workflow using it needs."""
+        return self._http.call(_TOOLS, "GET", "api/tools")
+
+    def sandbox(self) -> SandboxStatus:
+        """The sandbox backends on the server and the one code runs in (`uses` is None: code refuses)."""
+        return self._http.call(_SANDBOX, "GET", "api/sandbox")
 
 
 class _Http:
@@ -439,7 +459,7 @@ class Runs:
 
 
 class AgentFlowClient:
-    """A connection to one AgentFlow server: `client.workflows` and `client.runs`.
+    """A connection to one AgentFlow server: `client.workflows`, `client.runs` and `client.tools`.
 
     `url` is the server's address (`http://127.0.0.1:7860`); `token` its API token
     (AGENTFLOW_API_TOKEN, or the one it printed at start-up), sent as `Authorization: Bearer`.
@@ -463,6 +483,7 @@ class AgentFlowClient:
         http = _Http(self._client)
         self.workflows = Workflows(http)
         self.runs = Runs(http, reconnect_for=reconnect_for)
+        self.tools = Tools(http)
 
     def close(self) -> None:
         self._client.close()

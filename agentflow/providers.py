@@ -51,7 +51,7 @@ def detect(
             "ollama",
             bool(models),
             f"{len(models)} models at {base}" if models else f"not reachable at {base}",
-            f"ollama/{models[0]}" if models else None,
+            f"ollama_chat/{models[0]}" if models else None,  # /api/chat: native tool calls and format
             "Install Ollama, run `ollama serve` and `ollama pull llama3.2`; set OLLAMA_API_BASE if it is not on "
             "localhost:11434. Fully local: no key, no cost.",
         )

@@ -91,7 +91,7 @@ class AgentFlow:
         store = open_store(settings)
         bus = EventBus()
         bus.subscribe(store.record)
-        registry = tools or builtin_registry()
+        registry = tools or builtin_registry(settings)
         secrets = OperatorSecrets(settings.home)
         services = Services(
             settings=settings,
@@ -102,6 +102,14 @@ class AgentFlow:
             llm_factory=llm_factory,
         )
         services.ledger = Ledger(store, global_daily_usd=settings.daily_budget_usd)
+        from agentflow.memory.embeddings import Embedder
+        from agentflow.memory.open import open_memory
+
+        services.memory = open_memory(settings)
+        services.embedder = Embedder.from_settings(settings)
+        from agentflow.registry import Registry
+
+        services.registry = Registry(store, settings)
         _warn_short_secrets(settings, secrets)
         engine = Engine(store, services, bus)
         executor = Executor(
@@ -122,9 +130,17 @@ class AgentFlow:
         return self.engine.services.grants
 
     def load(self, source: str | bytes, path: str = "<workflow>") -> Workflow:
-        """Validate a workflow against this process's tools (raises SpecErrors)."""
+        """Validate a workflow against this process's tools and stored workflows (raises SpecErrors)."""
+        from agentflow.engine.nodes.workflow import StoredWorkflows
+
         tools = self.engine.services.tools
-        return load_workflow(source, path, known_tools=tools.names(), network_tools=tools.network_names())
+        return load_workflow(
+            source,
+            path,
+            known_tools=tools.known_names(),
+            network_tools=tools.network_names(),
+            workflows=StoredWorkflows(self.store),
+        )
 
     def save_workflow(self, source: str, *, path: str | None = None) -> WorkflowVersion:
         """Validate a workflow and store it as a new version (nothing is saved when invalid).
@@ -160,10 +176,15 @@ class AgentFlow:
         return self.executor.submit(version.name, version.version, inputs, trigger=trigger)
 
     def close(self) -> None:
+        from agentflow.tools.operator import close_operator_tools
+
+        close_operator_tools(self.engine.services.tools)
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
         if self.exporter is not None:
             self.exporter.close()  # tries the pending traces once more; the rest wait for the next start
             self.exporter = None
+        if self.engine.services.memory is not None:
+            self.engine.services.memory.close()
         self.store.close()

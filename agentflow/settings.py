@@ -71,6 +71,44 @@ class Settings:
     """WhatsApp numbers served (+33612345678); nobody by default."""
     twilio_api: str | None = None
     """Another base URL for Twilio's REST API (a test double, a regional edge); default Twilio's own."""
+    # Code nodes and tools (docs/sandbox.md, docs/tools.md): operator configuration, never a workflow's.
+    sandbox: str = "auto"
+    """Where code runs: auto (Docker when a daemon answers, else gVisor, else bubblewrap), docker, gvisor, bwrap."""
+    sandbox_image: str = "agentflow-sandbox:latest"
+    """The Docker backend's image, built locally (`agentflow sandbox build`): no registry is needed."""
+    sandbox_packages: Path | None = None
+    """A directory of Python packages (pip install --target; `agentflow sandbox install`) mounted read-only into
+    every sandbox when it exists; default AGENTFLOW_HOME/sandbox-packages."""
+    sandbox_max: Mapping[str, float] = field(default_factory=dict)
+    """Operator maxima over a code node's limits: memory (MB), cpu (s), wall (s), pids, output (bytes), disk (MB)."""
+    search_url: str | None = None
+    """web_search's DuckDuckGo HTML endpoint (a mirror, a test double); default https://html.duckduckgo.com/html/."""
+    wikipedia_url: str | None = None
+    """The wikipedia tool's base URL, `{lang}` in the host or path; default https://{lang}.wikipedia.org."""
+    arxiv_url: str | None = None
+    """The arxiv tool's API endpoint; default https://export.arxiv.org/api/query."""
+    tools_config: Path | None = None
+    """The operator's tool file (MCP servers, LangChain tools); default AGENTFLOW_HOME/tools.yaml."""
+    embedding_model: str | None = None
+    """A LiteLLM embedding model (ollama/nomic-embed-text, openai/text-embedding-3-small): memory recall adds
+    vector search to keywords. None: keyword recall only."""
+    embedding_api_base: str | None = None
+    """Where the embedding model answers; default AGENTFLOW_API_BASE for OpenAI-compatible models, Ollama's
+    own (OLLAMA_API_BASE or localhost:11434) for ollama/ models."""
+    # The agent registry (docs/agents.md).
+    agent_ttl_s: float = 30.0
+    """An agent silent for this long is stale, for three times this offline; agents heartbeat every third of it."""
+    agent_retention_s: float = 7 * 24 * 3600.0
+    """An agent silent for this long is removed from the registry."""
+
+    @property
+    def tools_file(self) -> Path:
+        return self.tools_config or self.home / "tools.yaml"
+
+    @property
+    def workspaces(self) -> Path:
+        """Per-workflow file workspaces (read_file, write_file, list_files) live under here."""
+        return self.home / "workspaces"
 
     @property
     def db_path(self) -> Path:
@@ -112,6 +150,19 @@ class Settings:
             whatsapp_from=env.get("AGENTFLOW_WHATSAPP_FROM", "").strip() or None,
             whatsapp_allow=_list(env.get("AGENTFLOW_WHATSAPP_ALLOW", "")),
             twilio_api=env.get("AGENTFLOW_TWILIO_API", "").strip() or None,
+            sandbox=_sandbox(env),
+            sandbox_image=env.get("AGENTFLOW_SANDBOX_IMAGE", "").strip() or "agentflow-sandbox:latest",
+            sandbox_packages=_optional_path(env.get("AGENTFLOW_SANDBOX_PACKAGES", ""))
+            or Path(env.get("AGENTFLOW_HOME", "data")) / "sandbox-packages",
+            sandbox_max=_sandbox_max(env.get("AGENTFLOW_SANDBOX_MAX", "")),
+            tools_config=_optional_path(env.get("AGENTFLOW_TOOLS_CONFIG", "")),
+            search_url=_service_url(env, "AGENTFLOW_SEARCH_URL"),
+            wikipedia_url=_service_url(env, "AGENTFLOW_WIKIPEDIA_URL"),
+            arxiv_url=_service_url(env, "AGENTFLOW_ARXIV_URL"),
+            embedding_model=env.get("AGENTFLOW_EMBEDDING_MODEL", "").strip() or None,
+            embedding_api_base=env.get("AGENTFLOW_EMBEDDING_API_BASE", "").strip() or None,
+            agent_ttl_s=_duration(env, "AGENTFLOW_AGENT_TTL", 30.0),
+            agent_retention_s=_duration(env, "AGENTFLOW_AGENT_RETENTION", 7 * 24 * 3600.0),
         )
 
     @property
@@ -157,6 +208,81 @@ def _database_url(raw: str) -> str | None:
             f"(got scheme {scheme!r}); unset it to keep the embedded SQLite store in AGENTFLOW_HOME"
         )
     return url
+
+
+SANDBOXES = ("auto", "docker", "gvisor", "bwrap")
+SANDBOX_LIMITS = {"memory": "MB", "cpu": "s", "wall": "s", "pids": "processes", "output": "bytes", "disk": "MB"}
+
+
+def _sandbox(env: Mapping[str, str]) -> str:
+    value = env.get("AGENTFLOW_SANDBOX", "").strip().lower() or "auto"
+    if value not in SANDBOXES:
+        raise SettingsError(
+            f"AGENTFLOW_SANDBOX={value!r} must be one of {', '.join(SANDBOXES)} "
+            "(auto: Docker when a daemon answers, else gVisor, else bubblewrap)"
+        )
+    return value
+
+
+def _sandbox_max(raw: str) -> dict[str, float]:
+    """`memory=1024,cpu=60,wall=600`: the largest limits a workflow may ask for."""
+    limits: dict[str, float] = {}
+    for word in _list(raw):
+        key, _, value = word.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if key not in SANDBOX_LIMITS or number <= 0:
+            raise SettingsError(
+                f"AGENTFLOW_SANDBOX_MAX entry {word!r} must be KEY=NUMBER with KEY one of "
+                f"{', '.join(f'{k} ({unit})' for k, unit in SANDBOX_LIMITS.items())}, e.g. memory=1024,wall=600"
+            )
+        limits[key] = number
+    return limits
+
+
+def _service_url(env: Mapping[str, str], name: str) -> str | None:
+    url = env.get(name, "").strip()
+    if not url:
+        return None
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise SettingsError(
+            f"{name}={url!r} must be an absolute http:// or https:// URL; unset it to use the public service"
+        )
+    return url
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(raw: str) -> float | None:
+    """Seconds from `90`, `30s`, `5m`, `24h` or `7d`; None when it is not one, or not positive."""
+    text, scale = raw.strip().lower(), 1.0
+    if text[-1:] in DURATION_UNITS:
+        text, scale = text[:-1], DURATION_UNITS[text[-1]]
+    try:
+        seconds = float(text) * scale
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    seconds = parse_duration(raw)
+    if seconds is None:
+        raise SettingsError(
+            f"{name}={raw!r} is not a duration; give seconds or a number with s, m, h or d, e.g. {name}=30s"
+        )
+    return seconds
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw.strip()).expanduser() if raw.strip() else None
 
 
 def _list(raw: str) -> tuple[str, ...]:

@@ -26,9 +26,12 @@ def _load() -> dict[str, Callable[[], Report]]:
         concurrency,
         hostile_yaml,
         live_ops,
+        memory,
         node_overhead,
         postgres_overhead,
         queue_latency,
+        registry,
+        sandbox,
         tracing,
         webhooks,
         worker_throughput,
@@ -48,6 +51,9 @@ def _load() -> dict[str, Callable[[], Report]]:
         "worker_throughput": worker_throughput.run,
         "live_ops": live_ops.run,
         "webhooks": webhooks.run,
+        "sandbox": sandbox.run,
+        "memory": memory.run,
+        "registry": registry.run,
     }
 
 

@@ -88,6 +88,16 @@ def store_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return open_store(settings)
 
     monkeypatch.setattr(agentflow.runtime, "open_store", on_postgres)
+    from agentflow.memory import open as memory_open
+
+    open_memory = memory_open.open_memory
+
+    def memory_on_postgres(settings: Settings) -> Any:
+        if settings.database_url is None:
+            settings = replace(settings, database_url=url, executor="local")
+        return open_memory(settings)
+
+    monkeypatch.setattr(memory_open, "open_memory", memory_on_postgres)
     yield
     postgres.drop_database(url)
 

@@ -55,7 +55,8 @@ class Progress:
 
 CONFIGURE = (
     "The assistant needs a model. Set one of these and restart:\n"
-    "- `AGENTFLOW_MODEL=ollama/llama3.2` with Ollama running (`ollama serve`; OLLAMA_API_BASE if not localhost:11434)\n"
+    "- `AGENTFLOW_MODEL=ollama_chat/llama3.2` with Ollama running "
+    "(`ollama serve`; OLLAMA_API_BASE if not localhost:11434)\n"
     "- `OPENAI_API_KEY=…` (and optionally `AGENTFLOW_MODEL=openai/gpt-4o-mini`)\n"
     "- `ANTHROPIC_API_KEY=…` or `GEMINI_API_KEY=…`\n"
     "- any OpenAI-compatible server: `AGENTFLOW_API_BASE=http://host:port/v1 AGENTFLOW_MODEL=openai/NAME`\n\n"

@@ -50,9 +50,11 @@ class Meter:
         *,
         guard: Callable[[], None] | None = None,
         on_spend: Callable[[float], None] | None = None,
+        limits: dict[str, float] | None = None,
     ) -> None:
+        """`limits`: a share of a parent run's budget that caps this run's own (a sub-workflow's)."""
         start = start or {}
-        self.budget = budget
+        self.budget = _within(budget, limits) if limits else budget
         # Budgets beyond this run (daily, per workflow and global) are checked and fed through these.
         self.guard = guard
         self.on_spend = on_spend
@@ -74,8 +76,37 @@ class Meter:
         if self.guard is not None:
             self.guard()
 
+    def remaining(self) -> dict[str, float]:
+        """What is left of each bounded limit (steps, tokens, usd): a sub-workflow's share."""
+        left: dict[str, float] = {}
+        if self.budget.steps is not None:
+            left["steps"] = max(self.budget.steps - self.usage.steps, 0)
+        if self.budget.tokens is not None:
+            left["tokens"] = max(self.budget.tokens - self.usage.tokens, 0)
+        if self.budget.usd is not None:
+            left["usd"] = max(self.budget.usd - self.usage.usd, 0.0)
+        return left
+
+    def absorb(self, steps: int, tokens: int, usd: float) -> None:
+        """Count what a sub-workflow's run used (its money is in the ledger already, under its own run)."""
+        self.usage.steps += steps
+        self.usage.tokens += tokens
+        self.usage.usd += usd
+
     def spend(self, tokens: int, usd: float) -> None:
         self.usage.tokens += tokens
         self.usage.usd += usd
         if self.on_spend is not None and usd:
             self.on_spend(usd)
+
+
+def _within(budget: Budget, limits: dict[str, float]) -> Budget:
+    """The budget, each limit lowered to the parent's share when that is smaller."""
+    lowered: dict[str, float] = {}
+    for key in ("steps", "tokens", "usd"):
+        if key not in limits:
+            continue
+        share = int(limits[key]) if key != "usd" else float(limits[key])
+        own = getattr(budget, key)
+        lowered[key] = share if own is None else min(own, share)
+    return budget.model_copy(update=lowered)

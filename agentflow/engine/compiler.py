@@ -23,7 +23,7 @@ from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.context import RunContext
 from agentflow.engine.events import ApprovalDecided, NodeFinished, NodeStarted
 from agentflow.engine.nodes import EFFECTFUL, EXECUTORS, NodeConfigError, Outcome
-from agentflow.engine.nodes.base import node_inputs
+from agentflow.engine.nodes.base import Attempt, attempting, node_inputs
 from agentflow.engine.scheduler import plan
 from agentflow.engine.state import RunState, scope_of, truthy
 from agentflow.spec.expressions import MissingSecret, evaluate, render
@@ -105,13 +105,17 @@ async def execute_node(
     iteration: int = 0,
     item_index: int | None = None,
 ) -> tuple[Outcome, dict[str, float]]:
-    """Run a node's executor with its retry policy and per-attempt timeout."""
+    """Run a node's executor with its retry policy and per-attempt timeout (a remote node times each call)."""
     defaults = ctx.workflow.spec.defaults
     retry = node.retry or defaults.retry
     attempts = retry.attempts if retry else 1
     delay = parse_duration(retry.delay) if retry else 0.0
     timeout_setting = node.timeout or defaults.timeout
     timeout = parse_duration(timeout_setting) if timeout_setting is not None else None
+    if node.type == "remote":
+        # Its executor applies `timeout` to each agent call, so that a silent agent is passed over for the
+        # next one; timing the whole attempt here would fail the node before the fallback is tried.
+        timeout = None
     executor = EXECUTORS[node.type]
     usage = {"steps": 0, "tokens": 0, "usd": 0.0}
     error = ""
@@ -136,15 +140,19 @@ async def execute_node(
         )
         try:
             async with asyncio.timeout(timeout):
-                outcome = await executor(node, scope, ctx, node_id)
+                outcome = await attempting(Attempt(attempt, iteration, item_index), executor(node, scope, ctx, node_id))
         except (BudgetExceededError, NodeConfigError, MissingSecret) as exc:
             # Retrying cannot help: the budget, the configuration or the environment must change.
             error, fatal = str(exc), exc
-        except TimeoutError:
-            error = f"timed out after {timeout:g}s (the per-attempt `timeout`; raise it if the node needs longer)"
+        except TimeoutError as exc:
+            if timeout is None:  # not the attempt's limit: something inside the node timed out
+                error = ctx.redact(f"TimeoutError: {exc or 'an operation inside the node timed out'}")
+            else:
+                error = f"timed out after {timeout:g}s (the per-attempt `timeout`; raise it if the node needs longer)"
         except Exception as exc:
             error = ctx.redact(f"{type(exc).__name__}: {exc}")
         else:
+            usage["steps"] += outcome.steps
             usage["tokens"] += outcome.tokens
             usage["usd"] += outcome.cost_usd
             ctx.emit(

@@ -6,7 +6,8 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentflow.engine.budget import Meter
 from agentflow.engine.events import RunEvent
@@ -14,14 +15,41 @@ from agentflow.secrets import redact
 from agentflow.settings import Settings
 from agentflow.spec.graph import Graph
 from agentflow.spec.models import Workflow
+from agentflow.store.base import RunRecord, RunStore, WorkflowStore
 
 if TYPE_CHECKING:
     from agentflow.llm.client import LLMClient
+    from agentflow.memory.base import MemoryStore
+    from agentflow.memory.embeddings import Embedder
     from agentflow.observability.costs import Ledger
+    from agentflow.registry import Registry
     from agentflow.tools.registry import ToolContext, ToolRegistry
     from agentflow.trust.capabilities import Capabilities
     from agentflow.trust.egress import EgressPolicy
     from agentflow.trust.grants import Grants
+
+
+class ChildRuns(Protocol):
+    """What a `workflow` node needs to start a sub-workflow's run and see it to its end (the executor)."""
+
+    @property
+    def store(self) -> ChildStore: ...
+
+    def prepare(
+        self,
+        name: str,
+        version: str,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        reply_to: dict[str, Any] | None = None,
+    ) -> RunRecord: ...
+
+    async def run_child(self, run_id: str, *, parent_id: str) -> RunRecord: ...
+
+
+class ChildStore(RunStore, WorkflowStore, Protocol):
+    """The runs and workflow versions a `workflow` node reads and records."""
 
 
 @dataclass
@@ -38,6 +66,14 @@ class Services:
     """The process environment, for detecting providers only: workflows never read it."""
     llm_factory: Callable[[Settings], LLMClient] | None = None
     ledger: Ledger | None = None
+    memory: MemoryStore | None = None
+    """Where workflows remember across runs (None: memory is off, and a node that uses it says so)."""
+    embedder: Embedder | None = None
+    """Embeddings for vector recall (AGENTFLOW_EMBEDDING_MODEL); None: keyword recall only."""
+    registry: Registry | None = None
+    """The live agent registry (agentflow/registry/): the A2A agents `remote` nodes may call."""
+    runs: ChildRuns | None = None
+    """Starts sub-workflows' runs (the executor; None: `workflow` nodes cannot run here, and say so)."""
     _llm: LLMClient | None = None
     _detected: list[str | None] = field(default_factory=list)
 
@@ -75,7 +111,13 @@ class RunContext:
     allowed: Capabilities
     """What this run may use: its version's capabilities, checked against the grant when the run (re)started."""
     egress: EgressPolicy
+    source_path: str | None = None
+    """The workflow file this version was saved from, when it came from one."""
     secrets: set[str] = field(default_factory=set)
+    person: str = "local"
+    """Who started the run, for `user` memory: `telegram:42`, `whatsapp:+1555...`; `local` for this machine."""
+    session: str | None = None
+    """The chat it came from, for `session` memory (`telegram:42`); None: the run is its own session."""
     _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def map_limit(self, node_id: str, concurrency: int) -> asyncio.Semaphore:
@@ -111,10 +153,49 @@ class RunContext:
         self.secrets.add(value)
         return value
 
+    def check_code(self) -> None:
+        """Refuse to run code unless a person granted this workflow code execution."""
+        from agentflow.engine.nodes.base import NodeConfigError
+
+        if not self.allowed.code:
+            raise NodeConfigError(
+                f"workflow '{self.workflow.name}' is not granted code execution; a person must grant a version "
+                f"that runs code (agentflow grant {self.workflow.name})"
+            )
+
+    @property
+    def workspace(self) -> Path:
+        """The workflow's own file workspace (AGENTFLOW_HOME/workspaces/<workflow>), shared by its runs."""
+        return self.services.settings.workspaces / self.workflow.name
+
     def tool_context(self, node_id: str) -> ToolContext:
         from agentflow.tools.registry import ToolContext
 
-        return ToolContext(run_id=self.run_id, node_id=node_id, egress=self.egress)
+        return ToolContext(
+            run_id=self.run_id,
+            node_id=node_id,
+            egress=self.egress,
+            workflow=self.workflow.name,
+            workspace=self.workspace,
+            secret=self.tool_secret,
+            settings=self.services.settings,
+            memory=self.memory_access(node_id),
+        )
+
+    def memory_access(self, node_id: str) -> Any:
+        from agentflow.engine.memory import MemoryAccess
+
+        return MemoryAccess(self, node_id) if self.services.memory is not None else None
+
+    def tool_secret(self, name: str) -> str:
+        """A secret a tool names (sql_query's `database`...): granted ones only, refused as a ToolError."""
+        from agentflow.spec.expressions import MissingSecret
+        from agentflow.tools.registry import ToolError
+
+        try:
+            return self.secret(name)
+        except MissingSecret as exc:
+            raise ToolError(exc.reason) from None
 
     def redact(self, value: Any) -> Any:
         """Replace every resolved secret in strings nested in `value` by ***."""

@@ -106,6 +106,49 @@ class ToolCalled(RunEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryRecalled(RunEvent):
+    """A node (or an agent's memory_search) read memory: the scopes, the query and what it found."""
+
+    type: ClassVar[str] = "memory_recall"
+    node_id: str
+    scopes: list[str]
+    query: str
+    items: list[dict[str, Any]]
+    """{id, scope, text, score} of each memory found, in rank order."""
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryWritten(RunEvent):
+    """A node's save, an agent's memory_save, or an automatic extraction added, updated or deleted a memory."""
+
+    type: ClassVar[str] = "memory_write"
+    node_id: str
+    scope: str
+    operation: Literal["add", "update", "delete"]
+    item_id: str
+    text: str | None
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteUpdate(RunEvent):
+    """A `remote` node's agent said something: a streamed status or artifact update, or why it was passed over."""
+
+    type: ClassVar[str] = "remote_update"
+    node_id: str
+    agent: str
+    """The agent's name."""
+    agent_id: str
+    url: str
+    state: str
+    """The task's A2A state (`working`, `completed`, ...); `unreachable`, `stale` or `offline` when passed over."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalRequested(RunEvent):
     type: ClassVar[str] = "approval_requested"
     node_id: str

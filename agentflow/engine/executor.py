@@ -98,6 +98,8 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
+        # Sub-workflows' runs are started and seen through by the executor that runs their parent.
+        engine.services.runs = self
 
     # -- submitting -----------------------------------------------------------------
 
@@ -173,7 +175,37 @@ class Executor:
             return None
         return await self._execute(run_id)
 
-    async def _execute(self, run_id: str, *, fresh: bool = False) -> RunStatus:
+    async def run_child(self, run_id: str, *, parent_id: str) -> RunRecord:
+        """See a sub-workflow's run to its end for the `workflow` node of run `parent_id`; its final record.
+
+        Here, the child runs in this process when it can be claimed (queued) or taken over (its owner died
+        with the parent): it shares the parent's slot, so nesting cannot exhaust the slots. Otherwise (a
+        worker has it, it waits for an approval) this waits for its end. Cancelling the parent cancels it;
+        a parent taken over by another process leaves it to that process.
+        """
+        distributed = self.engine.services.settings.distributed
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None:
+            raise LookupError(f"sub-workflow run {run_id} is not in the store")
+        mine = False
+        if not distributed and run.status == "queued":
+            mine = await asyncio.to_thread(self.store.claim_run, run_id, self.owner, statuses=("queued",))
+        elif not distributed and run.status == "running" and owner_is_gone(run.owner, run.heartbeat_at):
+            mine = await asyncio.to_thread(self.store.take_over_run, run_id, self.owner, previous_owner=run.owner)
+        if mine:
+            child = asyncio.create_task(self._execute(run_id, fresh=run.started_at is None, slot=False))
+            try:
+                await asyncio.shield(child)
+            except asyncio.CancelledError:
+                if parent_id in self.engine.abandoned:
+                    self.abandon(run_id)
+                else:
+                    child.cancel()
+                await asyncio.gather(child, return_exceptions=True)
+                raise
+        return await self.wait_for(run_id)
+
+    async def _execute(self, run_id: str, *, fresh: bool = False, slot: bool = True) -> RunStatus:
         run = await asyncio.to_thread(self.store.get_run, run_id)
         assert run is not None
         decision = None
@@ -188,6 +220,8 @@ class Executor:
         assert task is not None
         self._tasks[run_id] = task
         try:
+            if not slot:
+                return await self.engine.execute(run, decision=decision, fresh=fresh)
             async with self._slots:
                 return await self.engine.execute(run, decision=decision, fresh=fresh)
         finally:

@@ -37,6 +37,8 @@ class Compiled:
     graph: Graph
     app: Any
     capabilities: Capabilities
+    path: str | None = None
+    """The file the version was saved from: a code node's `file:` is relative to it."""
 
 
 class Engine:
@@ -63,20 +65,26 @@ class Engine:
             workflow = load_workflow(stored.source, stored.path or f"{name}@{version}", network_tools=())
             graph = analyze(workflow)
             app = compile_workflow(workflow, graph, self.saver)
-            self._compiled[key] = Compiled(workflow, graph, app, self.services.grants.capabilities(workflow))
+            self._compiled[key] = Compiled(
+                workflow, graph, app, self.services.grants.capabilities(workflow), stored.path
+            )
         return self._compiled[key]
 
-    def meter(self, workflow: Workflow, usage: dict[str, float] | None = None) -> Meter:
-        """The run's budget meter, wired to the daily budgets when a ledger is configured."""
+    def meter(
+        self, workflow: Workflow, usage: dict[str, float] | None = None, limits: dict[str, float] | None = None
+    ) -> Meter:
+        """The run's budget meter, wired to the daily budgets when a ledger is configured; `limits` caps it
+        (a sub-workflow's share of its parent's budget)."""
         ledger = self.services.ledger
         budget = workflow.spec.budget
         if ledger is None:
-            return Meter(budget, usage)
+            return Meter(budget, usage, limits=limits)
         return Meter(
             budget,
             usage,
             guard=lambda: ledger.check(workflow.name, budget.daily_usd),
             on_spend=lambda usd: ledger.add(workflow.name, usd),
+            limits=limits,
         )
 
     async def execute(
@@ -98,7 +106,7 @@ class Engine:
             fresh = not snapshot.values
             usage = None if fresh else snapshot.values.get("usage")
             pending_interrupt = bool(snapshot.interrupts)
-        meter = self.meter(compiled.workflow, usage)
+        meter = self.meter(compiled.workflow, usage, run.limits)
         # The grant is checked again at every (re)start: a revoked grant stops a queued or waiting run.
         refusal: NeedsGrantError | None = None
         try:
@@ -114,6 +122,8 @@ class Engine:
             meter=meter,
             allowed=allowed,
             egress=EgressPolicy.from_settings(self.services.settings, allowed.egress),
+            source_path=compiled.path,
+            **_who(run.reply_to),
         )
         if fresh:
             graph_input: Any = initial_state(compiled.graph, run.inputs)
@@ -205,3 +215,16 @@ def _outputs(compiled: Compiled, values: dict[str, Any]) -> dict[str, Any]:
     sinks = [node_id for node_id in graph.order if not graph.succs[node_id]]
     status = values.get("status", {})
     return {node_id: scope.get(node_id) for node_id in sinks if status.get(node_id) == "done"}
+
+
+def _who(reply_to: dict[str, Any] | None) -> dict[str, Any]:
+    """The person and chat a channel-started run came from (its `user` and `session` memory)."""
+    if not reply_to or not reply_to.get("channel"):
+        return {}
+    channel = str(reply_to["channel"])
+    who: dict[str, Any] = {}
+    if reply_to.get("user"):
+        who["person"] = f"{channel}:{reply_to['user']}"
+    if reply_to.get("chat"):
+        who["session"] = f"{channel}:{reply_to['chat']}"
+    return who

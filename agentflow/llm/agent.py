@@ -44,7 +44,7 @@ async def run_agent(
         {"role": "user", "content": task},
     ]
     specs = [tool.openai_spec() for tool in tools] or None
-    available = {tool.name for tool in tools}
+    available = {tool.function_name: tool.name for tool in tools}  # a model calls `mcp/x/y` as `mcp__x__y`
     results: list[LLMResult] = []
 
     async def ask(then: Sequence[dict[str, Any]] = (), **extra: Any) -> LLMResult:
@@ -99,14 +99,15 @@ async def _final_structured(
 
 
 async def _run_tool(
-    call: ToolCall, available: set[str], call_tool: Callable[[str, dict[str, Any]], Awaitable[Any]]
+    call: ToolCall, available: dict[str, str], call_tool: Callable[[str, dict[str, Any]], Awaitable[Any]]
 ) -> str:
-    if call.name not in available:
+    name = available.get(call.name) or (call.name if call.name in available.values() else None)
+    if name is None:
         return f"error: unknown tool {call.name}; available: {', '.join(sorted(available)) or 'none'}"
     if call.error is not None:
         return f"error: {call.error}"
     try:
-        output = await call_tool(call.name, call.arguments)
+        output = await call_tool(name, call.arguments)
     except Exception as exc:  # the model can often recover: tell it what went wrong
         return f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}"
     return _as_content(output)

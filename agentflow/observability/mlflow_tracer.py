@@ -20,6 +20,7 @@ from agentflow.observability.tracer import LLMUsage, RunTrace, SpanRecord, Trace
 
 _IMPORT_LOCK = threading.Lock()
 _TAG_PREFIX = "mlflow.traceTag."  # SpanAttributeKey.TRACE_TAG_PREFIX: log_spans turns these into trace tags
+_PARENT_TAGS = ("agentflow.parent_run_id", "agentflow.parent_node_id", "agentflow.parent_trace_id")
 
 
 def import_mlflow() -> Any:
@@ -140,6 +141,7 @@ class MlflowTracer:
             if span.parent is None:
                 # Trace tags travel as root-span attributes; log_spans turns them into tags.
                 tags = {TraceTagKey.TRACE_NAME: trace.workflow, "agentflow.run_id": trace.run_id}
+                tags.update({key: str(value) for key, value in span.attributes.items() if key in _PARENT_TAGS})
                 for key, value in tags.items():
                     attributes[_TAG_PREFIX + key] = dump_span_attribute_value(value)
             status = SpanStatus(SpanStatusCode(span.status), span.error or "")

@@ -33,6 +33,7 @@ NODE_SPAN_TYPES = {
     "approval": "GUARDRAIL",
 }
 RUN_SPAN_TYPE, LLM_SPAN_TYPE, TOOL_SPAN_TYPE = "CHAIN", "CHAT_MODEL", "TOOL"
+RECALL_SPAN_TYPE, MEMORY_SPAN_TYPE = "RETRIEVER", "MEMORY"
 DEFAULT_MAX_CHARS = 4000
 _EPSILON = 0.001  # seconds: `at` and `started_at` come from the same clock but floats round
 
@@ -183,6 +184,15 @@ def build_run_trace(
             "agentflow.steps": run.steps,
         },
     )
+    if run.parent:
+        # A sub-workflow's trace names its parent's: MLflow links them by these tags.
+        root.attributes.update(
+            {
+                "agentflow.parent_run_id": run.parent.get("run_id"),
+                "agentflow.parent_node_id": run.parent.get("node_id"),
+                "agentflow.parent_trace_id": trace_id_for(str(run.parent.get("run_id"))),
+            }
+        )
     nodes = _node_spans(events, restarts, end, clean)
     _attach_branches(nodes)
     calls = _call_spans(events, nodes, prices or {}, clean)
@@ -329,12 +339,43 @@ def _split_cost(cost: float, input_tokens: int, output_tokens: int, price: Price
     return {"input_cost": input_cost, "output_cost": cost - input_cost, "total_cost": cost}
 
 
+def _memory_span(event: dict[str, Any], nodes: list[SpanRecord], clean: _Cleaner) -> SpanRecord:
+    """A memory read (a retriever span: query in, memories out) or write, inside its node's span."""
+    owner = _owner(nodes, event["node_id"], event["at"])
+    start = event["at"] - event["latency_ms"] / 1000
+    if owner is not None:
+        start = max(start, owner.start)
+    recall = event["type"] == "memory_recall"
+    span = SpanRecord(
+        key=f"memory-{event['id']}",
+        parent=owner.key if owner else None,
+        name="memory.recall" if recall else f"memory.{event['operation']}",
+        span_type=RECALL_SPAN_TYPE if recall else MEMORY_SPAN_TYPE,
+        start=min(start, event["at"]),
+        end=event["at"],
+        status="ERROR" if event.get("error") else "OK",
+        error=clean(event.get("error")),
+        attributes={"agentflow.node_id": event["node_id"], "agentflow.latency_ms": round(event["latency_ms"], 3)},
+    )
+    if recall:
+        span.attributes["agentflow.memory.scopes"] = list(event["scopes"])
+        span.inputs = {"query": clean(event["query"])}
+        span.outputs = clean(event["items"])
+    else:
+        span.attributes["agentflow.memory.scope"] = event["scope"]
+        span.inputs = {"id": event["item_id"], "text": clean(event.get("text"))}
+    return span
+
+
 def _call_spans(
     events: list[dict[str, Any]], nodes: list[SpanRecord], prices: Mapping[str, Price], clean: _Cleaner
 ) -> list[SpanRecord]:
     spans = []
     for event in events:
         kind = event["type"]
+        if kind in ("memory_recall", "memory_write"):
+            spans.append(_memory_span(event, nodes, clean))
+            continue
         if kind not in ("llm_call", "tool_call"):
             continue
         owner = _owner(nodes, event["node_id"], event["at"])

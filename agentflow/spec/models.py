@@ -12,11 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentflow.spec.memory import MemoryConfig
+
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 RESERVED_IDS = frozenset({"inputs", "item", "index", "env", "loop"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(value: str | float | int) -> float:
@@ -34,6 +36,25 @@ def parse_duration(value: str | float | int) -> float:
 
 
 Duration = Annotated[str | float, Field(description="Seconds, or a string such as 30s, 500ms, 10m, 1h")]
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: str | int | float) -> int:
+    """Bytes from `1048576`, `64k`, `256m`, `256MB`, `1g` or `1GiB` (powers of 1024)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        size = float(value)
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a size; write e.g. 256m, 64k, 1g or a number of bytes")
+        size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()[:1]]
+    if size < 1:
+        raise ValueError("a size must be positive")
+    return int(size)
+
+
+Size = Annotated[str | int, Field(description="Bytes, or a string such as 64k, 256m, 1g")]
 ModelRef = Annotated[
     str | list[str],
     Field(description="A LiteLLM model name (e.g. openai/gpt-4o-mini), or a list tried in order as a fallback chain"),
@@ -139,6 +160,7 @@ class LLMNode(NodeBase):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1)
     output: dict[str, FieldSchema] | None = Field(None, description="Structured output: property name -> schema")
+    memory: MemoryConfig | None = Field(None, description="What to recall before the call and save after it")
 
 
 class AgentNode(NodeBase):
@@ -151,6 +173,7 @@ class AgentNode(NodeBase):
     max_tokens: int | None = Field(None, ge=1)
     max_turns: int = Field(6, ge=1, le=100)
     output: dict[str, FieldSchema] | None = None
+    memory: MemoryConfig | None = Field(None, description="What to recall before the agent runs and save after it")
 
 
 class ToolNode(NodeBase):
@@ -180,7 +203,135 @@ class ApprovalNode(NodeBase):
     message: str = "Continue?"
 
 
-InnerNode = Annotated[LLMNode | AgentNode | ToolNode | TransformNode, Field(discriminator="type")]
+def _check_size(value: str | int | None) -> str | int | None:
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string such as 64k, 256m, 1g")
+    if value is not None:
+        parse_size(value)
+    return value
+
+
+class CodeLimits(Strict):
+    """What one run of the code may use; unset ones take the sandbox's defaults, all capped by the operator."""
+
+    memory: Size | None = Field(None, description="Memory, e.g. 256m (default 256m)")
+    cpu: Duration | None = Field(None, description="CPU time over all threads, e.g. 10s (default 10s)")
+    wall: Duration | None = Field(None, description="Wall-clock time, e.g. 30s (default 30s)")
+    pids: int | None = Field(None, ge=1, le=4096, description="Processes and threads (default 64)")
+    output: Size | None = Field(None, description="stdout and stderr, each (default 1m)")
+    disk: Size | None = Field(None, description="The writable workspace (default 64m)")
+
+    _durations = field_validator("cpu", "wall")(_check_duration)
+    _sizes = field_validator("memory", "output", "disk")(_check_size)
+
+    def asked(self) -> dict[str, float]:
+        """In the sandbox's units: memory and disk in MB, cpu and wall in seconds, output in bytes."""
+        asked: dict[str, float] = {}
+        if self.memory is not None:
+            asked["memory"] = parse_size(self.memory) / 1024**2
+        if self.disk is not None:
+            asked["disk"] = parse_size(self.disk) / 1024**2
+        if self.output is not None:
+            asked["output"] = float(parse_size(self.output))
+        if self.cpu is not None:
+            asked["cpu"] = parse_duration(self.cpu)
+        if self.wall is not None:
+            asked["wall"] = parse_duration(self.wall)
+        if self.pids is not None:
+            asked["pids"] = float(self.pids)
+        return asked
+
+
+class CodeNode(NodeBase):
+    """Code run in the sandbox: no network, no host files, no secrets, bounded. The input arrives as JSON."""
+
+    type: Literal["code"]
+    language: Literal["python", "shell"] = "python"
+    code: str | None = Field(None, description="The program, inline")
+    file: str | None = Field(
+        None, description="Or a file with the program, relative to the workflow's file (or its workspace)"
+    )
+    input: Any = Field(
+        None,
+        description=(
+            "What the code receives as JSON (templates allowed); default: the results of `needs`, else the "
+            "run's inputs. Python reads it as `inputs` (or `main(inputs)`); shell reads it on stdin."
+        ),
+    )
+    limits: CodeLimits = Field(default_factory=lambda: CodeLimits())
+    output: dict[str, FieldSchema] | None = Field(
+        None, description="The result's shape, checked after the run: property -> schema, or just its type"
+    )
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _shorthand_output(cls, value: Any) -> Any:
+        # `sum: number` is shorthand for `sum: {type: number}`.
+        if isinstance(value, dict):
+            return {key: {"type": spec} if isinstance(spec, str) else spec for key, spec in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CodeNode:
+        if (self.code is None) == (self.file is None):
+            raise ValueError("a code node needs exactly one of `code` (inline) or `file`")
+        if self.file is not None and (self.file.startswith("/") or ".." in self.file.replace("\\", "/").split("/")):
+            raise ValueError(f"`file: {self.file}` must be a relative path inside the workflow's directory")
+        return self
+
+
+class WorkflowNode(NodeBase):
+    """A sub-workflow: a stored workflow run as a run of its own; its outputs are this node's output."""
+
+    type: Literal["workflow"]
+    workflow: str = Field(pattern=SLUG_PATTERN, description="The stored workflow to run (its metadata.name)")
+    version: int | None = Field(None, ge=1, description="Pin version N (v1, v2...); default: its current version")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="The child's inputs: input name -> template (e.g. '{{ draft.text }}')"
+    )
+
+
+class RemoteNode(NodeBase):
+    """A registered A2A agent (agentflow/registry), chosen by name or by skill; its reply is this node's output."""
+
+    type: Literal["remote"]
+    agent: str | None = Field(None, min_length=1, description="The agent's name (the `name` on its card)")
+    skill: str | None = Field(
+        None, min_length=1, description="Or any agent with this skill (a skill's id, name or tag on its card)"
+    )
+    input: str | None = Field(
+        None, description="The text sent (a template); default: the results of `needs`, else the run's inputs, as JSON"
+    )
+    data: dict[str, Any] | None = Field(
+        None, description="Structured data sent with the text (a data part): key -> template"
+    )
+    fallback: bool = Field(
+        True,
+        description=(
+            "When the chosen agent is unreachable (refused, timed out, 5xx), stale or offline, try the next "
+            "healthy agent with the same name or skill"
+        ),
+    )
+    timeout: Duration | None = Field(
+        None,
+        description=(
+            "Per agent call (default 60s): an agent that does not answer in time is passed over like one that "
+            "refuses; the node takes at most this times the number of agents tried"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RemoteNode:
+        if (self.agent is None) == (self.skill is None):
+            raise ValueError(
+                "a remote node needs exactly one of `agent` (an agent's name) or `skill` (any agent with that skill)"
+            )
+        return self
+
+
+InnerNode = Annotated[
+    LLMNode | AgentNode | ToolNode | TransformNode | CodeNode | RemoteNode, Field(discriminator="type")
+]
 
 
 class MapNode(NodeBase):
@@ -191,11 +342,20 @@ class MapNode(NodeBase):
 
 
 Node = Annotated[
-    LLMNode | AgentNode | ToolNode | TransformNode | SwitchNode | MapNode | ApprovalNode,
+    LLMNode
+    | AgentNode
+    | ToolNode
+    | TransformNode
+    | CodeNode
+    | SwitchNode
+    | MapNode
+    | ApprovalNode
+    | WorkflowNode
+    | RemoteNode,
     Field(discriminator="type"),
 ]
-NODE_TYPES = ("llm", "agent", "tool", "transform", "switch", "map", "approval")
-FUTURE_NODE_TYPES = ("code", "remote", "workflow")
+NODE_TYPES = ("llm", "agent", "tool", "transform", "code", "switch", "map", "approval", "workflow", "remote")
+FUTURE_NODE_TYPES: tuple[str, ...] = ()
 
 
 class Defaults(Strict):
@@ -380,6 +540,27 @@ class Permissions(Strict):
         ),
     )
 
+    secrets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Secrets an agent's tools may use by name (sql_query's `database`, send_email's `account`...); "
+            "tool nodes' literal names and ${env:NAME} references are added automatically"
+        ),
+    )
+
+    memory: list[Literal["global"]] = Field(
+        default_factory=list,
+        description="Shared memory scopes an agent's memory_search/memory_save may use (its own need nothing)",
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"'{name}' is not a secret name; write letters, digits and _, e.g. ANALYTICS_DSN")
+        return list(dict.fromkeys(value))
+
     @field_validator("egress")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
@@ -409,6 +590,7 @@ class Spec(Strict):
     outputs: dict[str, Any] = Field(default_factory=dict, description="Output name -> template")
     triggers: list[Trigger] = Field(default_factory=list)
     permissions: Permissions = Field(default_factory=lambda: Permissions())
+    memory: MemoryConfig | None = Field(None, description="The memory of every llm/agent node without its own")
 
     @field_validator("inputs", mode="before")
     @classmethod

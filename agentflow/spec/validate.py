@@ -29,6 +29,7 @@ from agentflow.spec.graph import analyze
 from agentflow.spec.loader import MAX_FILE_BYTES, LoadedDocument, load_yaml
 from agentflow.spec.model_errors import DataPath, describe, dotted, model_error_messages, suggest, value_at
 from agentflow.spec.models import NODE_ID_PATTERN, RESERVED_IDS, ChatTrigger, Workflow, trigger_names
+from agentflow.spec.subworkflows import WorkflowCatalog, check_subworkflows
 
 BUILTIN_TOOL_NAMES = ("http_request", "calculator", "json_query", "current_time")
 BUILTIN_NETWORK_TOOLS = ("http_request",)
@@ -38,6 +39,9 @@ _TEMPLATE_FIELDS = {
     "agent": ("instructions", "input"),
     "approval": ("message",),
     "tool": ("args",),
+    "code": ("input",),
+    "workflow": ("inputs",),
+    "remote": ("input", "data"),
 }
 _EXPRESSION_FIELDS = {"transform": ("expr",), "map": ("over",)}
 _MODEL_FACING = frozenset({"prompt", "system", "instructions", "input", "message"})
@@ -67,11 +71,13 @@ def load_workflow(
     filename: str = "<string>",
     known_tools: Collection[str] | None = None,
     network_tools: Collection[str] = BUILTIN_NETWORK_TOOLS,
+    workflows: WorkflowCatalog | None = None,
 ) -> Workflow:
     """Parse and validate a workflow; raise `SpecErrors` listing every problem found.
 
     `network_tools` reach the network: a workflow using one must say where (`spec.permissions.egress`),
-    unless a tool node's URL is literal.
+    unless a tool node's URL is literal. `workflows`: the stored workflows its `workflow` nodes may call
+    (None: a lone file, whose callees are not checked).
     """
     document = load_yaml(text, filename)
     report = _Report(document, filename)
@@ -91,6 +97,7 @@ def load_workflow(
         for problem in analyze(workflow).problems:
             report.add(problem.path, problem.message)
         _check_triggers(workflow, report)
+        check_subworkflows(workflow, workflows, report.add)
     report.raise_if_any()
     assert workflow is not None
     return workflow
@@ -153,10 +160,13 @@ def _check_data(data: dict[str, Any], report: _Report, known_tools: Collection[s
             scope.expression(field_path, text, scope.where(field_path, path))
         for field in _TEMPLATE_FIELDS.get(str(kind), ()):
             scope.templates((*path, field), node.get(field), path)
+        if kind in ("llm", "agent"):
+            _check_memory_templates(scope, (*path, "memory"), node.get("memory"), path)
         if known_tools is not None:
             _check_tools(path, node, known_tools, report)
     scope.inner = False
     scope.templates(("spec", "outputs"), value_at(data, ("spec", "outputs")), ("spec",))
+    _check_memory_templates(scope, ("spec", "memory"), value_at(data, ("spec", "memory")), ("spec",))
     _check_env(data, report)
 
 
@@ -181,6 +191,8 @@ class _Scope:
         self.node_ids = node_ids
         self.inputs = inputs
         self.inner = False
+        self.extra: tuple[str, ...] = ()
+        """More names a field may read (`output` in what memory saves)."""
 
     def where(self, path: DataPath, owner: DataPath) -> str:
         """ "'prompt' of node 'x' (llm)" for a field of a node, "'spec.outputs.reply'" elsewhere."""
@@ -196,7 +208,8 @@ class _Scope:
         except ExpressionError as error:
             self.report.add(path, f"invalid JMESPath in {where}: {error}")
             return
-        roots = list(dict.fromkeys(["inputs", *self.node_ids, *(("item", "index") if self.inner else ())]))
+        inner = ("item", "index") if self.inner else ()
+        roots = list(dict.fromkeys(["inputs", *self.node_ids, *inner, *self.extra]))
         for root in sorted(referenced_roots(text) - set(roots)):
             hint = suggest(root, roots, "it can read")
             if root in ("item", "index"):
@@ -221,6 +234,23 @@ class _Scope:
                 continue
             for expression in expressions:
                 self.expression(path, expression, where)
+
+
+def _check_memory_templates(scope: _Scope, path: DataPath, memory: Any, owner: DataPath) -> None:
+    """`recall.query` reads what a prompt reads; `save.text` may also read `output`, the node's result."""
+    if not isinstance(memory, dict):
+        return
+    recall = memory.get("recall")
+    if isinstance(recall, dict):
+        scope.templates((*path, "recall", "query"), recall.get("query"), owner)
+    save = memory.get("save")
+    text = save if isinstance(save, str) and save != "auto" else save.get("text") if isinstance(save, dict) else None
+    where = (*path, "save") if isinstance(save, str) else (*path, "save", "text")
+    scope.extra = ("output",)
+    try:
+        scope.templates(where, text, owner)
+    finally:
+        scope.extra = ()
 
 
 def _strings(path: DataPath, value: Any) -> Iterator[tuple[DataPath, str]]:
@@ -264,16 +294,17 @@ def _check_egress(data: dict[str, Any], report: _Report, network_tools: Collecti
             if static_url_host(url):
                 continue  # the host is known statically; it joins the capabilities by itself
             where, tool = (*path, "args", "url") if isinstance(url, str) else (*path, "tool"), node.get("tool")
+            unfixed = "this URL is not fixed" if isinstance(url, str) else "the hosts it reaches are not fixed"
         elif kind == "agent" and isinstance(node.get("tools"), list):
             tool = next((name for name in node["tools"] if name in network_tools), None)
             if tool is None:
                 continue
-            where = (*path, "tools", node["tools"].index(tool))
+            where, unfixed = (*path, "tools", node["tools"].index(tool)), "the model chooses where it goes"
         else:
             continue
         report.add(
             where,
-            f"tool '{tool}' reaches the network, and this URL is not fixed: list the hosts it may reach under "
+            f"tool '{tool}' reaches the network, and {unfixed}: list the hosts it may reach under "
             "spec.permissions.egress (e.g. `permissions: {egress: [api.example.com]}`; *.example.com for "
             "subdomains, * for any public host); a person grants them before the workflow runs",
         )

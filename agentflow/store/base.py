@@ -17,7 +17,7 @@ database (see `engine/executor.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,6 +60,10 @@ class RunRecord:
     executed_by: str | None = None  # the last process that executed it (host:pid:id)
     reply_to: dict[str, Any] | None = None
     """Where a chat-started run answers: {"channel": "telegram", "chat": "123", ...} (channels/notifier.py)."""
+    parent: dict[str, Any] | None = None
+    """The run and node that started this one as a sub-workflow: {"run_id": ..., "node_id": ...}."""
+    limits: dict[str, float] | None = None
+    """The most it may use, below its own budget: a sub-workflow's share of its parent's {steps, tokens, usd}."""
 
 
 @dataclass(slots=True)
@@ -240,6 +244,51 @@ class TraceState:
     error: str | None
     attempts: int
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An A2A agent the registry knows: its card as last fetched, how it came, when it was last heard from."""
+
+    id: str
+    name: str
+    url: str  # the A2A endpoint the card names
+    card_url: str
+    card: dict[str, Any]
+    source: str  # registered (it enrolled itself) | url (an operator added it by URL)
+    created_at: float
+    description: str = ""
+    card_version: str | None = None
+    card_etag: str | None = None
+    skills: list[dict[str, Any]] = field(default_factory=list)  # [{id, name, description, tags}]
+    secret_hash: str | None = None  # the per-agent secret's SHA-256 (registered agents only)
+    last_seen: float | None = None  # the last heartbeat, card poll or call that reached it
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CardChange:
+    """One change of an agent's card (append-only): its version and skills after, and what changed."""
+
+    agent_id: str
+    at: float
+    version: str | None
+    skills: list[str]
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentToken:
+    """A one-time token an operator issues so that one agent can enrol; only its SHA-256 is kept."""
+
+    id: str
+    token_hash: str
+    created_at: float
+    expires_at: float
+    note: str | None = None
+    used_at: float | None = None
+    used_by: str | None = None  # the agent id it enrolled
+    revoked_at: float | None = None
 
 
 # Checkpoint rows, as LangGraph's serializer produced them (see checkpoint.py).
@@ -477,6 +526,59 @@ class Durability(Protocol):
     def close(self) -> None: ...
 
 
+class AgentStore(Protocol):
+    """The agent registry's rows: agents, the history of their cards, and enrolment tokens.
+
+    States (healthy, stale, offline) are not stored: they follow from `last_seen` (agentflow/registry/health.py),
+    so every process reading the store sees the same state.
+    """
+
+    def save_agent(self, agent: AgentRecord) -> None:
+        """Insert the agent, or replace the one with its id."""
+        ...
+
+    def get_agent(self, agent_id: str) -> AgentRecord | None: ...
+    def list_agents(self) -> list[AgentRecord]:
+        """Every agent, oldest first."""
+        ...
+
+    def touch_agent(self, agent_id: str, *, seen_at: float | None, latency_ms: float | None) -> bool:
+        """Record contact with an agent (a heartbeat, a poll, a call): the fields given; False when unknown."""
+        ...
+
+    def touch_agents(self, seen: Mapping[str, float]) -> list[str]:
+        """Many heartbeats in one transaction: each agent's `last_seen` moves forward (never back) to its time;
+        the ids that are not there (any more)."""
+        ...
+
+    def delete_agent(self, agent_id: str) -> bool:
+        """Remove an agent and its card history; False when it was not there."""
+        ...
+
+    def delete_agents_unseen_since(self, cutoff: float) -> list[str]:
+        """Remove every agent not heard from since `cutoff` (by `last_seen`, else `created_at`); their ids."""
+        ...
+
+    def record_card_change(self, change: CardChange) -> None: ...
+    def card_history(self, agent_id: str) -> list[CardChange]:
+        """Oldest first."""
+        ...
+
+    def add_enrolment_token(self, token: EnrolmentToken) -> None: ...
+    def enrolment_token(self, token_hash: str) -> EnrolmentToken | None: ...
+    def enrolment_tokens(self) -> list[EnrolmentToken]:
+        """Newest first."""
+        ...
+
+    def use_enrolment_token(self, token_hash: str, *, agent_id: str, now: float) -> bool:
+        """Mark the token used by `agent_id`, atomically, if it is unused, unrevoked and unexpired at `now`."""
+        ...
+
+    def revoke_enrolment_token(self, token_id: str, *, now: float) -> bool:
+        """False when no unused, unrevoked token has that id."""
+        ...
+
+
 class Store(
     WorkflowStore,
     RunStore,
@@ -487,6 +589,7 @@ class Store(
     LedgerStore,
     TraceStore,
     CheckpointStore,
+    AgentStore,
     ChangeFeed,
     Durability,
     Protocol,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from agentflow.engine import events as ev
+from agentflow.store.agents_memory import AgentMemory
 from agentflow.store.base import (
     ASSISTANT,
     GROUPS,
@@ -50,7 +51,7 @@ from agentflow.store.sql import content_hash, dumps, text
 
 T = TypeVar("T")
 Method = TypeVar("Method", bound=Callable[..., Any])
-_JSON_FIELDS = ("inputs", "outputs", "reply_to")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits")
 _RUN_FIELDS = frozenset(RunRecord.__slots__)
 _SESSION_FIELDS = frozenset(("title", "model", "current_version", "updated_at"))
 
@@ -92,10 +93,11 @@ class _Thread:
     writes: dict[tuple[Any, ...], WriteRow] = field(default_factory=dict)
 
 
-class InMemoryStore:
+class InMemoryStore(AgentMemory):
     location = "memory"
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.RLock()
         self._current: dict[str, tuple[str, float]] = {}  # workflow -> (its current version, updated_at)
         self._versions: dict[tuple[str, str], WorkflowVersion] = {}

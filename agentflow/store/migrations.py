@@ -347,3 +347,59 @@ def m009_triggers(db: sqlite_utils.Database) -> None:
     )
     db.table("runs").add_column("reply_to", str)
     db.table("approvals").add_column("decided_by", str)
+
+
+@migration
+def m010_agents(db: sqlite_utils.Database) -> None:
+    # The agent registry (agentflow/registry/): A2A agents with their card as last fetched, the history
+    # of card changes, and one-time enrolment tokens. Secrets and tokens are kept as SHA-256 only; an
+    # agent's state is not a column: it follows from last_seen, the same in every process.
+    db.table("agents").create(
+        {
+            "id": str,
+            "name": str,
+            "url": str,
+            "card_url": str,
+            "card": str,
+            "description": str,
+            "card_version": str,
+            "card_etag": str,
+            "skills": str,
+            "source": str,
+            "secret_hash": str,
+            "created_at": float,
+            "last_seen": float,
+            "latency_ms": float,
+        },
+        pk="id",
+        not_null={"name", "url", "card_url", "card", "source", "created_at"},
+    )
+    db.table("agent_cards").create(
+        {"id": int, "agent_id": str, "at": float, "version": str, "skills": str, "change": str},
+        pk="id",
+        not_null={"agent_id", "at"},
+    )
+    db.table("agent_cards").create_index(["agent_id", "id"])
+    db.table("enrolment_tokens").create(
+        {
+            "id": str,
+            "token_hash": str,
+            "note": str,
+            "created_at": float,
+            "expires_at": float,
+            "used_at": float,
+            "used_by": str,
+            "revoked_at": float,
+        },
+        pk="id",
+        not_null={"token_hash", "created_at", "expires_at"},
+    )
+    db.execute("CREATE UNIQUE INDEX enrolment_tokens_hash ON enrolment_tokens (token_hash)")
+
+
+@migration
+def m011_sub_runs(db: sqlite_utils.Database) -> None:
+    # A run started by a `workflow` node: the parent run and node (JSON), and the share of the parent's
+    # budget it may use (JSON {steps, tokens, usd}).
+    db.table("runs").add_column("parent", str)
+    db.table("runs").add_column("limits", str)

@@ -159,6 +159,33 @@ sql(
 )
 
 
+sql(
+    "m010_agents",
+    """
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL, card_url TEXT NOT NULL, card TEXT NOT NULL,
+        description TEXT, card_version TEXT, card_etag TEXT, skills TEXT, source TEXT NOT NULL, secret_hash TEXT,
+        created_at DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION, latency_ms DOUBLE PRECISION);
+    CREATE TABLE agent_cards (
+        id BIGSERIAL PRIMARY KEY, agent_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, version TEXT, skills TEXT,
+        change TEXT);
+    CREATE INDEX idx_agent_cards_agent_id_id ON agent_cards (agent_id, id);
+    CREATE TABLE enrolment_tokens (
+        id TEXT PRIMARY KEY, token_hash TEXT NOT NULL, note TEXT, created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL, used_at DOUBLE PRECISION, used_by TEXT, revoked_at DOUBLE PRECISION);
+    CREATE UNIQUE INDEX enrolment_tokens_hash ON enrolment_tokens (token_hash)
+    """,
+)
+
+sql(
+    "m011_sub_runs",
+    """
+    ALTER TABLE runs ADD COLUMN parent TEXT;
+    ALTER TABLE runs ADD COLUMN limits TEXT
+    """,
+)
+
+
 def _queue_schema(conn: Conn) -> None:
     from procrastinate.schema import SchemaManager
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from agentflow.engine import events as ev
+from agentflow.store.agents_sql import AgentSQL
 from agentflow.store.base import (
     ASSISTANT,
     GROUPS,
@@ -47,7 +48,7 @@ from agentflow.store.base import (
 from agentflow.store.checkpoint import DurableSaver
 from agentflow.store.writer import BatchWriter, Conn
 
-_JSON_FIELDS = ("inputs", "outputs", "reply_to")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits")
 _RUN_COLUMNS = frozenset(RunRecord.__slots__)
 _SESSION_COLUMNS = frozenset(("title", "model", "current_version", "updated_at"))
 _TRACE_UPSERT = (
@@ -83,7 +84,7 @@ def dumps(value: Any) -> str:
 Row = Mapping[str, Any]
 
 
-class SQLStore:
+class SQLStore(AgentSQL):
     """The contract over SQL; subclasses open the connections and say how days are computed."""
 
     # SQL turning a unix time column into the local date, 'YYYY-MM-DD'.

@@ -1,4 +1,4 @@
-"""The built-in tools, registered like any plugin's: `register_builtins(registry)`."""
+"""The first built-in tools; every group is an entry point of `agentflow.tools`, like any plugin's."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentflow.settings import Settings
 from agentflow.spec.expressions import ExpressionError, evaluate
 from agentflow.tools.calculator import CALCULATOR
 from agentflow.tools.http_request import HTTP_REQUEST
-from agentflow.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
+from agentflow.tools.registry import Tool, ToolContext, ToolError
 
 
 class JsonQueryArgs(BaseModel):
@@ -59,6 +60,5 @@ CURRENT_TIME = Tool(
 )
 
 
-def register_builtins(registry: ToolRegistry) -> None:
-    for tool in (HTTP_REQUEST, CALCULATOR, JSON_QUERY, CURRENT_TIME):
-        registry.register(tool)
+def tools(settings: Settings) -> list[Tool]:
+    return [HTTP_REQUEST, CALCULATOR, JSON_QUERY, CURRENT_TIME]

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 
+from agentflow import runs_diff
 from agentflow.engine.budget import BudgetExceededError
 from agentflow.engine.events import EVENT_TYPES, RunStatus
 from agentflow.engine.feed import batches
@@ -42,10 +43,12 @@ from agentflow.web.models import (
     PendingApproval,
     RunDetail,
     RunSummary,
+    SandboxStatus,
     SaveWorkflow,
     SpecProblem,
     SpecProblems,
     StartRun,
+    ToolEntry,
     TriggerEntry,
     WorkflowDetail,
     WorkflowSummary,
@@ -246,6 +249,17 @@ async def run_events(run: FoundRun, flow: Flow, after: Annotated[int, Query(ge=0
     return EventPage(events=events, last_id=events[-1]["id"] if events else after)
 
 
+@router.get(
+    "/runs/{run_id}/diff/{other_id}",
+    summary="What changed from one run to another: version and source, inputs, each node, totals, the result",
+)
+async def diff_runs(run: FoundRun, other_id: str, flow: Flow) -> dict[str, Any]:
+    def diff() -> dict[str, Any]:
+        return runs_diff.diff_runs(flow.store, run, _run_or_404(flow, other_id)).to_dict()
+
+    return await asyncio.to_thread(diff)
+
+
 async def _decide(flow: AgentFlow, run: RunRecord, body: Decision | None, *, approved: bool) -> RunDetail:
     comment = body.comment if body else None
     decided = await asyncio.to_thread(
@@ -406,6 +420,24 @@ async def workflow_deployments(name: str, flow: Flow) -> DeploymentStatus:
         history=[DeploymentEntry.of(item) for item in flow.store.deployment_history(name)],
         triggers=[TriggerEntry.of(info) for info in flow.deployments.triggers(name)],
     )
+
+
+@router.get("/tools", summary="Every tool workflows can use: arguments schema and the capability it needs")
+async def list_tools(flow: Flow) -> list[ToolEntry]:
+    return [ToolEntry(**tool.describe()) for tool in flow.engine.services.tools]
+
+
+@router.get("/sandbox", summary="Where code runs: the sandbox backends on this server and the one in use")
+async def sandbox_status(flow: Flow) -> SandboxStatus:
+    from agentflow.sandbox import SandboxUnavailable, available_backends, open_sandbox
+
+    backends = await asyncio.to_thread(available_backends, flow.settings)
+    try:
+        uses: str | None = (await asyncio.to_thread(open_sandbox, flow.settings)).name
+        problem = None
+    except SandboxUnavailable as exc:
+        uses, problem = None, str(exc)
+    return SandboxStatus(setting=flow.settings.sandbox, uses=uses, problem=problem, backends=backends)
 
 
 @router.get("/triggers", summary="Every deployed trigger, with schedules' next fire times and webhooks' paths")

@@ -69,6 +69,9 @@ class CapabilitySet(BaseModel):
     egress: list[str]
     secrets: list[str]
     channels: list[str] = Field(default_factory=list, description="webhook, telegram, whatsapp: who may start it")
+    code: bool = Field(False, description="runs code in the sandbox (a code node, the python or shell tool)")
+    remote_agents: list[str] = Field(default_factory=list, description="registered A2A agents it calls by name")
+    remote_skills: list[str] = Field(default_factory=list, description="skills it calls on any registered agent")
     text: str = Field(description="one readable line, e.g. 'tool http_request; egress to hooks.slack.com'")
 
 
@@ -266,3 +269,23 @@ class HookSecretEntry(BaseModel):
     trigger: str
     secret: str = Field(description="the new signing secret (whsec_...): shown once")
     previous_valid_until: float = Field(description="the previous secret keeps working until then (unix seconds)")
+
+
+class ToolEntry(BaseModel):
+    name: str = Field(description="what a workflow names: calculator, langchain/wikipedia, mcp/files/read")
+    description: str
+    source: str = Field(description="builtin, the package it comes from, langchain, mcp:<server>")
+    parameters: dict[str, Any] = Field(description="the arguments' JSON Schema")
+    pure: bool = Field(description="computes only: using it needs no grant")
+    network: bool
+    hosts: list[str] = Field(description="fixed hosts it reaches, part of a workflow's egress when it uses it")
+    code: bool = Field(description="runs code in the sandbox")
+    secret_arguments: list[str] = Field(description="arguments that name a secret (never hold one)")
+    capability: str = Field(description="what a person grants when a workflow uses it, in words")
+
+
+class SandboxStatus(BaseModel):
+    setting: str = Field(description="AGENTFLOW_SANDBOX: auto, docker, gvisor or bwrap")
+    uses: str | None = Field(description="the backend code runs in; null when none is available (code refuses)")
+    problem: str | None = Field(description="why code cannot run, with what to install")
+    backends: dict[str, str | None] = Field(description="each backend: null when available, else why not")

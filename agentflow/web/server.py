@@ -26,13 +26,16 @@ from fastapi import FastAPI, HTTPException
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentflow.a2a import routes as a2a_routes
 from agentflow.channels.hub import ChannelHub
+from agentflow.registry import Registry
+from agentflow.registry.health import RegistryMonitor
 from agentflow.runtime import AgentFlow
 from agentflow.settings import Settings
 from agentflow.spec.loader import MAX_FILE_BYTES
 from agentflow.store.base import RunRecord, WorkflowVersion
 from agentflow.triggers.schedules import Scheduler
-from agentflow.web import api, hooks, mlflow_mount
+from agentflow.web import api, hooks, mlflow_mount, registry_api
 from agentflow.web.auth import AccessPolicy, AuthConfig, AuthMiddleware, auth_config
 
 if TYPE_CHECKING:
@@ -110,11 +113,16 @@ def create_app(
         scheduler = state.scheduler = Scheduler(running)
         running.deployments.listeners.append(scheduler.poke)
         await scheduler.start()
+        monitor = RegistryMonitor(running.engine.services.registry) if running.engine.services.registry else None
+        if monitor is not None:
+            await monitor.start()
         if channels.channels:
             await channels.start(running, state.conversation())
         try:
             yield
         finally:
+            if monitor is not None:
+                await monitor.stop()
             await channels.stop()
             await scheduler.stop()
             running.deployments.listeners.remove(scheduler.poke)
@@ -125,7 +133,7 @@ def create_app(
                 running.close()
                 state._flow = None
 
-    app = FastAPI(
+    app = _App(
         title="AgentFlow",
         version=agentflow_version(),
         lifespan=lifespan,
@@ -143,16 +151,30 @@ def create_app(
         return {"status": "ok", "version": agentflow_version(), "runs_active": len(running)}
 
     hooks.install(app)  # before the API: its catch-all answers every other /api path
+    registry_api.install(app)  # before the API too
     api.install(app)
     channels = state.channels = ChannelHub(settings)
     channels.install(app)
+    a2a_routes.install(app, lambda: state.flow, policy)  # deployed workflows as A2A agents, before the UI
     mlflow_ui = mlflow_mount.install(app, settings, policy)  # before the UI: Gradio at "/" answers every path
     if build_ui is not None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before the builder imports gradio
         _mount_ui(app, build_ui(state), config, policy)
     app.add_middleware(BodyLimit, prefix="/api", limit=MAX_API_BODY_BYTES, exempt=("/api/hooks",))
-    app.add_middleware(AuthMiddleware, policy=policy)  # added last: runs first
+    app.add_middleware(AuthMiddleware, policy=policy)  # added last: runs first (after the heartbeats' fast path)
     return app
+
+
+class _App(FastAPI):
+    """FastAPI whose outermost layer answers the agents' heartbeats (registry_api.HeartbeatFastPath): at a
+    thousand agents they are most of the requests, and a known agent's needs nothing of the stack below."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return registry_api.HeartbeatFastPath(super().build_middleware_stack(), registry=self._registry)
+
+    def _registry(self) -> Registry | None:
+        running = self.state.agentflow._flow
+        return None if running is None else running.engine.services.registry
 
 
 def _mount_ui(app: FastAPI, blocks: gr.Blocks, config: AuthConfig, policy: AccessPolicy) -> None:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -23,6 +24,9 @@ from agentflow.settings import Price, Settings
 from agentflow.web.server import create_app
 from agentflow.web.ui import build_ui
 from tests.fakes.openai_server import FakeLLM
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 START_TIMEOUT = 60.0
 
@@ -88,3 +92,9 @@ def serve(settings: Settings, *, port: int = 0, ui: bool = True) -> Iterator[str
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def record_console(page: Page) -> None:
+    """Print the page's console and errors (shown with a failing test's output, beside the server's log)."""
+    page.on("console", lambda message: print(f"browser console {message.type}: {message.text}"))
+    page.on("pageerror", lambda error: print(f"browser page error: {error}"))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi import FastAPI, Request
 
-from tests.e2e.server import fake_settings, serve
+from tests.e2e.server import fake_settings, record_console, serve
 from tests.fakes.openai_server import FakeLLM, ServerThread, Text, ToolCalls
 from tests.integration.helpers import workflow
 
@@ -88,6 +88,7 @@ def test_describe_run_and_watch_a_workflow(browser: Browser, tmp_path: Path, fak
 
     with serve(settings) as url:
         page = context.new_page()
+        record_console(page)
         page.goto(url)
         message = page.locator("#chat-input textarea")
         expect(message).to_be_editable()

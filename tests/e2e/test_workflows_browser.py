@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.server import fake_settings, serve
+from tests.e2e.server import fake_settings, record_console, serve
 from tests.e2e.test_browser import TIMEOUT_MS, browser, shot  # noqa: F401 (browser is a fixture)
 from tests.fakes.openai_server import FakeLLM
 
@@ -41,6 +41,7 @@ def test_versions_saved_in_the_chat_are_the_versions_of_the_workflows_tab(
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     with serve(fake_settings(tmp_path / "data", fake_llm)) as url:
         page = context.new_page()
+        record_console(page)
         page.goto(url)
         chatbot, status = page.locator("#chatbot"), page.locator("#validation-status")
         expect(status).to_contain_text("No workflow yet")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import re
 import socket
 import sys
 import threading
@@ -128,6 +130,7 @@ class _Script:
     responder: Responder | None = None
     queue: list[tuple[str | None, Reply]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    embedding_requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
@@ -139,6 +142,18 @@ class _Script:
                     return reply
             responder, default = self.responder, self.default
         return (responder(body) if responder else None) or default
+
+
+EMBEDDING_SIZE = 8
+
+
+def toy_embedding(text: Any) -> list[float]:
+    """A deterministic bag-of-words vector: texts sharing words point the same way."""
+    vector = [0.0] * EMBEDDING_SIZE
+    for word in re.findall(r"\w+", str(text).lower()):
+        digest = hashlib.sha256(word.encode()).digest()
+        vector[digest[0] % EMBEDDING_SIZE] += 1.0 if digest[1] % 2 else -1.0
+    return vector if any(vector) else [1.0] + [0.0] * (EMBEDDING_SIZE - 1)
 
 
 def _normalise_model(model: str | None) -> str | None:
@@ -183,6 +198,25 @@ def build_app(script: _Script) -> FastAPI:
         finally:
             if not streaming:
                 record["finished"] = time.monotonic()
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        with script.lock:
+            script.embedding_requests.append({"model": body.get("model"), "input": texts})
+        data = [
+            {"object": "embedding", "index": index, "embedding": toy_embedding(text)}
+            for index, text in enumerate(texts)
+        ]
+        tokens = sum(len(str(text).split()) for text in texts)
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @app.get("/_requests")
     async def list_requests() -> list[dict[str, Any]]:
@@ -349,6 +383,11 @@ class FakeLLM:
             return [dict(r) for r in self._script.requests]
 
     @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        with self._script.lock:
+            return [dict(r) for r in self._script.embedding_requests]
+
+    @property
     def pending(self) -> int:
         with self._script.lock:
             return len(self._script.queue)
@@ -364,6 +403,7 @@ class FakeLLM:
         with self._script.lock:
             self._script.queue.clear()
             self._script.requests.clear()
+            self._script.embedding_requests.clear()
             self._script.default = Text("ok")
             self._script.responder = None
 

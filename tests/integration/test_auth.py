@@ -28,9 +28,13 @@ from agentflow.web.server import AppState, create_app
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 PUBLIC = {"/health"}
+# A2A agent cards are public, as discovery needs (docs/a2a.md); the JSON-RPC route beside them takes the token.
+PUBLIC |= {"/a2a/x/.well-known/agent-card.json", "/a2a/x/.well-known/agent.json"}
 # Public by design, each delivery authenticated by its own signature (tests/integration/test_webhooks.py;
 # the channels' routes, in test_telegram.py and test_whatsapp.py, exist only when a channel is configured).
 SIGNED = {"/api/hooks/x", "/api/hooks/x/x"}
+# Public by design, each request proving itself: enrolment tokens, agent secrets (docs/agents.md).
+SIGNED |= {"/api/registry/enrol", "/api/registry/x/heartbeat", "/api/registry/x"}
 # Reachable without login by design: Gradio's login form and its static files (see auth.GRADIO_LOGIN_PATHS).
 ANONYMOUS_UI = set(GRADIO_LOGIN_PATHS)
 

@@ -422,3 +422,13 @@ def test_a_stream_gives_up_once_the_server_stays_unreachable(server: ServerProce
         proxy.close()  # connections cut, and nothing listens any more
         with pytest.raises(ServerUnreachableError, match=f"cannot reach the AgentFlow server at {proxy.url}"):
             list(stream)
+
+
+def test_tools_and_the_sandbox_through_the_sdk(client: AgentFlowClient) -> None:
+    tools = {tool.name: tool for tool in client.tools.list()}
+    assert tools["calculator"].pure and tools["calculator"].capability == "nothing (computes only)"
+    assert tools["shell"].code and tools["shell"].parameters["required"] == ["command"]
+    sandbox = client.tools.sandbox()
+    assert sandbox.setting == "auto"
+    assert set(sandbox.backends) == {"docker", "gvisor", "bwrap"}
+    assert (sandbox.uses is None) == (sandbox.problem is not None)

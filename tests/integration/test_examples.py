@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from agentflow.cli import main
+from agentflow.settings import Settings
 from agentflow.spec.validate import load_workflow_file
 from agentflow.tools.registry import builtin_registry
 from tests import postgres
@@ -46,14 +47,25 @@ LLM_FREE = {
     "approval.yaml",
     "secret-webhook.yaml",
     "triggered-triage.yaml",
+    "code-stats.yaml",
+    "notify-slack.yaml",
+    "sub-workflow.yaml",
 }
 NEEDS_A_MODEL = {
+    "mcp-tools.yaml",
     "summarize.yaml",
     "research-agent.yaml",
     "model-fallback.yaml",
     "retry-and-budget.yaml",
     "ticket-triage.yaml",
+    "sales-report.yaml",
+    "inbox-files.yaml",
+    "web-research.yaml",
+    "news-digest.yaml",
+    "local-ollama.yaml",
+    "remember-facts.yaml",
 }
+NEEDS_AN_AGENT = {"remote-agent.yaml"}  # validated here; tests/integration/test_remote_node.py runs remote nodes
 
 
 CLI = Callable[..., tuple[int, dict[str, Any]]]
@@ -68,12 +80,18 @@ def example(name: str) -> str:
 
 def test_the_examples_are_the_ones_this_file_knows() -> None:
     # A new example must be added to one of the sets, so that it runs here too.
-    assert {path.name for path in ALL_EXAMPLES} == LLM_FREE | NEEDS_A_MODEL
+    assert {path.name for path in ALL_EXAMPLES} == LLM_FREE | NEEDS_A_MODEL | NEEDS_AN_AGENT
+
+
+# The operator's tools file the MCP example expects: a `files` server (validating never connects to it).
+OPERATOR_TOOLS = "mcp:\n  files:\n    url: https://mcp.example.com/mcp\n"
 
 
 @pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda path: path.name)
-def test_example_is_valid_and_says_how_to_run_it(path: Path) -> None:
-    workflow = load_workflow_file(path, known_tools=builtin_registry().names())
+def test_example_is_valid_and_says_how_to_run_it(path: Path, tmp_path: Path) -> None:
+    (tmp_path / "tools.yaml").write_text(OPERATOR_TOOLS)
+    registry = builtin_registry(Settings(home=tmp_path))
+    workflow = load_workflow_file(path, known_tools=registry.known_names(), network_tools=registry.network_names())
 
     assert workflow.name == path.stem
     text = path.read_text(encoding="utf-8")
@@ -189,6 +207,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory, summarize_llm: FakeLLM) -
     start("fan-out", "run", example("fan-out.yaml"))
     start("bounded-loop", "run", example("bounded-loop.yaml"))
     start("calculator-tool", "run", example("calculator-tool.yaml"))
+    start("code-stats", "run", example("code-stats.yaml"))
     start("approval", "run", example("approval.yaml"), "-i", "amount=75.5")
     start("triggered-triage", "run", example("triggered-triage.yaml"), "-i", "ticket=the printer is on fire")
     yield runs
@@ -294,6 +313,14 @@ def test_bounded_loop_stops_when_until_holds(launched: dict[str, Launched]) -> N
 
 
 @pytest.mark.slow
+def test_code_stats_runs_python_and_shell_in_the_sandbox(launched: dict[str, Launched]) -> None:
+    code, result = launched["code-stats"].result()
+
+    assert (code, result["status"]) == (0, "succeeded"), result
+    assert result["outputs"]["stats"] == {"count": 6, "mean": 8.792, "median": 8.0, "stdev": 3.951}
+    assert result["outputs"]["histogram"] == "3: 1\n7: 2\n9: 1\n12: 1\n14: 1"
+
+
 def test_calculator_tool(launched: dict[str, Launched]) -> None:
     code, result = launched["calculator-tool"].result()
 
@@ -371,6 +398,16 @@ def test_branching_default_branch(cli: CLI) -> None:
     }
     rows = node_rows(result)
     assert [rows[node]["status"] for node in ("director_review", "manager_review", "audit_log")] == ["skipped"] * 3
+
+
+def test_sub_workflow_runs_hello_as_its_header_says(cli: CLI, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", example("sub-workflow.yaml")]) != 0
+    assert "sub-workflow.yaml:23:7: workflow 'hello' is not stored" in capsys.readouterr().err
+
+    assert cli("run", example("hello.yaml"))[0] == 0
+    code, result = cli("run", example("sub-workflow.yaml"), "-i", "team=Ada,Grace")
+    assert (code, result["status"]) == (0, "succeeded"), result
+    assert result["outputs"] == {"first": "Hello, Ada!", "team": "Hello, Ada,Grace!"}
 
 
 def test_bounded_loop_stops_at_max(cli: CLI) -> None:
@@ -541,3 +578,38 @@ def test_ticket_triage_escalates_bugs_to_the_tracker(
     rows = node_rows(result)
     assert [rows[node]["status"] for node in ("research", "draft", "review", "approve")] == ["skipped"] * 4
     assert len(fake_llm.requests) == 1  # only the classifier: nothing is researched or drafted for a bug
+
+
+def test_remember_facts_recalls_in_the_next_run_what_the_first_taught_it(cli: CLI, fake_llm: FakeLLM) -> None:
+    fake_llm.enqueue(Text("Noted: the plumber on Thursday, and the new door code."))
+    fake_llm.enqueue(
+        Json(
+            {
+                "operations": [
+                    {"op": "add", "text": "The plumber comes on Thursday."},
+                    {"op": "add", "text": "The door code is 4312."},
+                ]
+            }
+        )
+    )
+    code, result = cli(
+        "run", example("remember-facts.yaml"), "-i", "message=The plumber comes on Thursday; the door code is now 4312"
+    )
+    assert (code, result["status"]) == (0, "succeeded"), result["error"]
+
+    # Another process, another run: the first run's facts are in the model's prompt.
+    fake_llm.enqueue(Text("Thursday; the code is 4312."))
+    fake_llm.enqueue(Json({"operations": []}))
+    code, result = cli(
+        "run", example("remember-facts.yaml"), "-i", "message=When is the plumber coming, and what is the door code?"
+    )
+    assert (code, result["status"]) == (0, "succeeded"), result["error"]
+    assert result["outputs"] == {"reply": "Thursday; the code is 4312."}
+    asked = "\n".join(str(message["content"]) for message in fake_llm.requests[2]["messages"])
+    assert "The door code is 4312." in asked and "The plumber comes on Thursday." in asked
+
+    code, listed = cli("memory", "list", "--workflow", "remember-facts")
+    assert code == 0 and sorted(item["text"] for item in listed) == [
+        "The door code is 4312.",
+        "The plumber comes on Thursday.",
+    ]

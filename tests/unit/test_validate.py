@@ -366,4 +366,6 @@ def test_a_maps_inner_node_type_is_limited() -> None:
     )
     error = only_error(text)
     assert (error.line, error.column) == (10, 14)
-    assert error.message == "a map's inner node cannot be a switch node; use one of llm, agent, tool, transform"
+    assert error.message == (
+        "a map's inner node cannot be a switch node; use one of llm, agent, tool, transform, code, remote"
+    )

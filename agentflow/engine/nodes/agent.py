@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 
 async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
+    from agentflow.engine.memory import memory_of, recall_block, save_after
     from agentflow.llm.agent import run_agent
 
+    await ctx.services.tools.prepare(node.tools)  # an MCP server's tools are listed now, not at load
     tools = [ctx.services.tools.get(name) for name in node.tools]
 
     async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
@@ -47,9 +49,15 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
 
     instructions = as_text(render(node.instructions, scope))
     task = as_text(render(node.input, scope)) if node.input else "Carry out the instructions."
+    memory = memory_of(node, ctx)
+    if memory is not None and memory.recall is not None:
+        recalled = await recall_block(ctx, node_id, memory.recall, scope, default_query=task)
+        if recalled:
+            instructions = f"{instructions}\n\n{recalled}"
+    models = models_for(node, ctx)
     result = await run_agent(
         ctx.services.llm,
-        models=models_for(node, ctx),
+        models=models,
         instructions=instructions,
         task=task,
         tools=tools,
@@ -61,4 +69,6 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
         **llm_hooks(ctx, node_id),
     )
     value = result.data if node.output else result.text
+    if memory is not None and memory.save is not None:
+        await save_after(ctx, node_id, memory, scope, value, models, given=task)
     return Outcome(value, result.input_tokens + result.output_tokens, result.cost_usd, result.model)

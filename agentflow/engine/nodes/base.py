@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +56,36 @@ class NodeConfigError(Exception):
     """The workflow asks for something this installation cannot do; the message says what to set."""
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Which execution of a node an executor is in: a sub-workflow's run is keyed by it."""
+
+    number: int = 1
+    iteration: int = 0
+    item_index: int | None = None
+
+
+ATTEMPT: ContextVar[Attempt | None] = ContextVar("agentflow_attempt", default=None)
+"""Set by `compiler.execute_node` around each executor call (task-local, so parallel nodes each see theirs)."""
+
+
+async def attempting(attempt: Attempt, work: Awaitable[Outcome]) -> Outcome:
+    """Await an executor's work with `ATTEMPT` saying which execution it is."""
+    marker = ATTEMPT.set(attempt)
+    try:
+        return await work
+    finally:
+        ATTEMPT.reset(marker)
+
+
 @dataclass(slots=True)
 class Outcome:
     value: Any
     tokens: int = 0
     cost_usd: float = 0.0
     model: str | None = None
+    steps: int = 0
+    """Steps taken beyond the node's own (a sub-workflow's)."""
 
 
 def models_for(node: LLMNode | AgentNode, ctx: RunContext) -> list[str]:
@@ -68,7 +94,7 @@ def models_for(node: LLMNode | AgentNode, ctx: RunContext) -> list[str]:
     if not chosen:
         raise NodeConfigError(
             "no model configured: set `model:` on the node or in spec.defaults, "
-            "or the AGENTFLOW_MODEL environment variable (e.g. ollama/llama3.2 or openai/gpt-4o-mini)"
+            "or the AGENTFLOW_MODEL environment variable (e.g. ollama_chat/llama3.2 or openai/gpt-4o-mini)"
         )
     return [chosen] if isinstance(chosen, str) else list(chosen)
 

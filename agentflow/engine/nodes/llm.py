@@ -17,16 +17,27 @@ def as_text(value: Any) -> str:
 
 
 async def execute(node: LLMNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
+    from agentflow.engine.memory import memory_of, recall_block, save_after
+
     messages = []
     if node.system:
         messages.append({"role": "system", "content": as_text(render(node.system, scope))})
-    messages.append({"role": "user", "content": as_text(render(node.prompt, scope))})
+    prompt = as_text(render(node.prompt, scope))
+    memory = memory_of(node, ctx)
+    if memory is not None and memory.recall is not None:
+        recalled = await recall_block(ctx, node_id, memory.recall, scope, default_query=prompt)
+        if recalled:
+            messages.append({"role": "system", "content": recalled})
+    messages.append({"role": "user", "content": prompt})
+    models = models_for(node, ctx)
     result = await ctx.services.llm.complete(
-        models=models_for(node, ctx),
+        models=models,
         messages=messages,
         output_schema=object_schema(node.output) if node.output else None,
         **sampling(node, ctx),
         **llm_hooks(ctx, node_id),
     )
     value = result.data if node.output else result.text
+    if memory is not None and memory.save is not None:
+        await save_after(ctx, node_id, memory, scope, value, models, given=prompt)
     return Outcome(value, result.input_tokens + result.output_tokens, result.cost_usd, result.model)

@@ -1,4 +1,4 @@
-"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Overview, Workflows, Runs, Costs, MLflow,
+"""The Gradio UI: `build_ui(state)` lays out the tabs — Chat, Overview, Workflows, Runs, Costs, Tools, MLflow,
 Settings — and routes addresses to them (`/?tab=runs&run=ID`; docs/live-operations.md).
 
 Every handler reads the AgentFlow process through `state` when it runs (the
@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from agentflow.web.ui import chat, costs, mlflow, overview, runs, settings, workflows
+from agentflow.web.ui import agents, chat, costs, memory, mlflow, overview, runs, settings, tools, workflows
 from agentflow.web.ui.chat import Updates
 
 if TYPE_CHECKING:
@@ -66,6 +66,12 @@ def build_ui(state: AppState) -> gr.Blocks:
                 runs_view = runs.build(state)
             with gr.Tab("Costs", id="costs") as costs_tab:
                 costs_view = costs.build(state)
+            with gr.Tab("Memory", id="memory") as memory_tab:
+                memory_view = memory.build(state)
+            with gr.Tab("Agents", id="agents") as agents_tab:
+                agents_view = agents.build(state)
+            with gr.Tab("Tools", id="tools") as tools_tab:
+                tools_view = tools.build(state)
             with gr.Tab("MLflow", id="mlflow") as mlflow_tab:
                 mlflow.build(state)
             with gr.Tab("Settings", id="settings") as settings_tab:
@@ -104,11 +110,17 @@ def build_ui(state: AppState) -> gr.Blocks:
                 updates.update(costs_view.refresh(costs.DEFAULT_WINDOW))
             elif tab == "settings":
                 updates.update(settings_view.refresh())
+            elif tab == "tools":
+                updates.update(tools_view.refresh())
+            elif tab == "memory":
+                updates.update(memory_view.refresh())
+            elif tab == "agents":
+                updates.update(agents_view.refresh())
             return updates
 
         routed = _unique(
             [tabs, *runs_view.outputs_all, *workflows_view.outputs, *overview_view.outputs, *costs_view.outputs,
-             *settings_view.outputs]
+             *settings_view.outputs, *tools_view.outputs, *memory_view.outputs, *agents_view.outputs]
         )  # fmt: skip
         live = [runs_view.table, *runs_view.detail]
         watched = [runs_view.status_filter, runs_view.selected]
@@ -141,6 +153,9 @@ def build_ui(state: AppState) -> gr.Blocks:
         on_open(overview_tab, overview_view.refresh, outputs=overview_view.outputs)
         on_open(workflows_tab, workflows_view.refresh, outputs=workflows_view.outputs)
         on_open(costs_tab, costs_view.refresh, inputs=costs_view.window, outputs=costs_view.outputs)
+        on_open(tools_tab, tools_view.refresh, outputs=tools_view.outputs)
+        on_open(memory_tab, memory_view.refresh, outputs=memory_view.outputs)
+        on_open(agents_tab, agents_view.refresh, outputs=agents_view.outputs)
         on_open(mlflow_tab)
         on_open(settings_tab, settings_view.refresh, outputs=settings_view.outputs)
     return blocks
@@ -165,7 +180,7 @@ CSS = """
 
 LABELS = {
     "chat": "Chat", "overview": "Overview", "workflows": "Workflows", "runs": "Runs", "costs": "Costs",
-    "mlflow": "MLflow", "settings": "Settings",
+    "memory": "Memory", "agents": "Agents", "tools": "Tools", "mlflow": "MLflow", "settings": "Settings",
 }  # fmt: skip
 TABS = tuple(LABELS)
 

@@ -123,6 +123,9 @@ class ChatTab:
     grant: gr.Button
     stamp: gr.Textbox
     saved_at: dict[str, float] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
+    """The conversation each open page (Gradio's session hash) last used: a check sent before the browser
+    holds its session (or while it is being stored) is still checked against that conversation's draft."""
     """Session id -> when (browser clock, ms) its last Apply was clicked."""
 
     @property
@@ -133,6 +136,7 @@ class ChatTab:
             self.notice,
             self.chatbot,
             self.message,
+            self.send,
             *self.actions,
             self.status,
             self.editor,
@@ -227,13 +231,19 @@ class ChatTab:
 
     # -- event handlers --------------------------------------------------------------------------
 
-    def load(self, session_id: str | None, form_key: str) -> Updates:
+    def load(self, session_id: str | None, form_key: str, request: gr.Request | None = None) -> Updates:
         """Rebuild this browser's conversation and workflow from the store."""
         session_id = session_id or uuid.uuid4().hex
+        self.remember_page(request, session_id)
         engine = engine_of(self.state)
         history = [{"role": m.role, "content": m.content} for m in engine.history.messages(session_id)]
         reply = engine.snapshot(session_id)
-        return {self.chatbot: history, **self.show(engine, session_id, reply, form_key)}
+        return {
+            self.chatbot: history,
+            **self.show(engine, session_id, reply, form_key),
+            self.message: gr.update(interactive=True),
+            self.send: gr.update(interactive=True),
+        }
 
     async def turn(
         self,
@@ -251,6 +261,7 @@ class ChatTab:
             yield {}
             return
         session_id = session_id or uuid.uuid4().hex
+        self.remember_page(request, session_id)
         engine = await asyncio.to_thread(engine_of, self.state)
         messages = [*chat_messages(history), {"role": "user", "content": text}, {"role": "assistant", "content": "…"}]
         yield {self.chatbot: messages, self.session: session_id}
@@ -319,11 +330,24 @@ class ChatTab:
         async for update in self.turn(command, history, session_id, form_key, request, from_form=True):
             yield update
 
-    def check(self, session_id: str | None, source: str, stamp: str = "") -> Any:
+    def remember_page(self, request: gr.Request | None, session_id: str) -> None:
+        page = getattr(request, "session_hash", None) if request is not None else None
+        if page:
+            self.pages.pop(page, None)
+            self.pages[page] = session_id
+            while len(self.pages) > MAX_PAGES:
+                self.pages.pop(next(iter(self.pages)))
+
+    def check(self, session_id: str | None, source: str, stamp: str = "", request: gr.Request | None = None) -> Any:
         """Live validation while typing; nothing is saved. A check older than the last save changes nothing."""
+        if not session_id and request is not None:
+            session_id = self.pages.get(getattr(request, "session_hash", None) or "")
         if session_id and _moment(stamp) < self.saved_at.get(session_id, 0.0):
+            log.debug("check %s of session %s: older than the last save, dropped", stamp, session_id)
             return gr.skip()
-        return self.check_status(session_id, source)
+        status = self.check_status(session_id, source)
+        log.debug("check %s of session %s (%d characters): %s", stamp, session_id, len(source), status.split("\n")[0])
+        return status
 
     def check_status(self, session_id: str | None, source: str) -> str:
         engine = engine_of(self.state)
@@ -346,14 +370,19 @@ class ChatTab:
         self, session_id: str | None, source: str, form_key: str, stamp: str, request: gr.Request
     ) -> Updates:
         """Apply the editor's YAML as a new draft, or show its errors (the text stays for fixing)."""
-        session_id = session_id or uuid.uuid4().hex
+        session_id = session_id or self.pages.get(getattr(request, "session_hash", None) or "") or uuid.uuid4().hex
+        self.remember_page(request, session_id)
         self.saved_at[session_id] = max(self.saved_at.get(session_id, 0.0), _moment(stamp))
         engine = engine_of(self.state)
         reply = engine.apply_edit(session_id, source, person=person_of(request))
+        log.debug("apply %s of session %s (%d characters): %s", stamp, session_id, len(source), reply.text)
         updates = self.show(engine, session_id, reply, form_key, edited=True)
         if reply.valid is False:
             del updates[self.diff]  # the last saved edit is still the last edit
         return updates
+
+
+MAX_PAGES = 10_000
 
 
 def _moment(stamp: str) -> float:
@@ -402,14 +431,19 @@ def build(state: AppState, session: gr.BrowserState) -> ChatTab:
                 label="Conversation", height=560, placeholder=PLACEHOLDER, elem_id="chatbot", feedback_options=None
             )
             with gr.Row():
+                # Both stay disabled until the page's conversation is loaded: a message sent before that would
+                # be answered, then overwritten by the load's older view of the conversation.
                 message = gr.Textbox(
                     show_label=False,
                     placeholder="Message the assistant, or /help",
                     scale=6,
                     autofocus=True,
                     elem_id="chat-input",
+                    interactive=False,
                 )
-                send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
+                send = gr.Button(
+                    "Send", variant="primary", scale=1, min_width=80, elem_id="chat-send", interactive=False
+                )
             with gr.Row():
                 actions = [
                     gr.Button(visible=False, size="sm", variant="secondary", elem_classes=["chat-action"])

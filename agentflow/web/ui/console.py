@@ -1,5 +1,6 @@
 """The run console's body: each node execution with its model calls (prompt sent, reply), tool calls
-(arguments, result), output, error and retries, in the order they started; built from the run's events.
+(arguments, result), memory reads and writes, a remote agent's updates, output, error and retries, in the
+order they started; built from the run's events.
 
 Everything shown came from the engine already redacted and truncated (agentflow/engine/nodes/base.py);
 here it is only escaped: a model's reply is text, never markup.
@@ -71,6 +72,37 @@ def _tool_call(event: dict[str, Any]) -> str:
     )
 
 
+def _memory_call(event: dict[str, Any]) -> str:
+    error = f' · <span class="console-error">{escape(str(event["error"]))}</span>' if event.get("error") else ""
+    latency = f"{event.get('latency_ms', 0):.0f} ms"
+    if event["type"] == "memory_recall":
+        scopes = ", ".join(str(scope) for scope in event.get("scopes", ()))
+        found = event.get("items") or []
+        summary = f"memory recall · {escape(scopes)} · {len(found)} found · {latency}{error}"
+        body = f"<h5>Query</h5>{_pre(event.get('query'))}<h5>Found</h5>{_pre(found)}"
+    else:
+        summary = f"memory {escape(str(event.get('operation')))} · {escape(str(event.get('scope')))} · {latency}{error}"
+        body = f"<h5>{escape(str(event.get('item_id')))}</h5>{_pre(event.get('text'))}"
+    return f'<details class="console-call console-memory"><summary>{summary}</summary>{body}</details>'
+
+
+def _remote_update(event: dict[str, Any]) -> str:
+    state = escape(str(event.get("state")))
+    if state in ("unreachable", "stale", "offline", "input-required"):
+        state = f'<span class="console-error">{state}</span>'
+    summary = f"remote · {escape(str(event.get('agent')))} · {state}"
+    text = event.get("text")
+    body = _pre(text) if text else ""
+    return f'<details class="console-call console-remote"><summary>{summary}</summary>{body}</details>'
+
+
+def _call(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    if kind == "remote_update":
+        return _remote_update(event)
+    return _llm_call(event) if kind == "llm_call" else _tool_call(event) if kind == "tool_call" else _memory_call(event)
+
+
 class _Execution:
     def __init__(self, started: dict[str, Any]) -> None:
         self.started = started
@@ -100,7 +132,7 @@ class _Execution:
                 f'<details class="console-call console-inputs"><summary>inputs</summary>'
                 f"{_pre(self.started['inputs'])}</details>"
             )
-        body += [_llm_call(call) if call["type"] == "llm_call" else _tool_call(call) for call in self.calls]
+        body += [_call(call) for call in self.calls]
         if self.finished and self.finished.get("error"):
             body.append(f'<div class="console-error"><b>Error:</b> {escape(str(self.finished["error"]))}</div>')
         if self.finished and self.finished.get("output") is not None:
@@ -130,7 +162,7 @@ def render(events: list[dict[str, Any]], *, pending: str | None = None) -> str:
                 found = _Execution(event)
                 executions.append(found)
             found.finished = event
-        elif kind in ("llm_call", "tool_call"):
+        elif kind in ("llm_call", "tool_call", "memory_recall", "memory_write", "remote_update"):
             owner = latest.get(event.get("node_id", ""))
             if owner is not None:
                 owner.calls.append(event)

@@ -67,7 +67,7 @@ def _models(assistant: str | None, workflows: str | None) -> str:
     return "\n".join(
         [
             f"- **The assistant** uses `{assistant}`." if assistant else "- **The assistant** has no model configured.",
-            "  A conversation can pick another with `/model NAME` (any LiteLLM name, e.g. `ollama/llama3.2`).",
+            "  A conversation can pick another with `/model NAME` (any LiteLLM name, e.g. `ollama_chat/llama3.2`).",
             f"- **Workflow nodes** without `model:` (on the node or in `spec.defaults`) use `{workflows}`."
             if workflows
             else "- **Workflow nodes** must name their model (`model:` on the node or in `spec.defaults`): "
@@ -150,7 +150,7 @@ def build(state: AppState) -> SettingsTab:
     with gr.Row():
         model = gr.Textbox(
             label="The assistant's default model (this server process)",
-            placeholder="e.g. ollama/llama3.2, openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest",
+            placeholder="e.g. ollama_chat/llama3.2, openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest",
             scale=4,
         )
         use = gr.Button("Use this model", scale=1)

@@ -1,0 +1,1 @@
+"""AgentFlow over A2A: deployed workflows served as agents (`routes`), remote agents called (`client`)."""
