@@ -172,8 +172,15 @@ class AgentFlow:
             raise SpecErrors([SpecError(name, 1, 1, f"the file is not UTF-8 text ({exc.reason})")]) from None
         return self.save_workflow(source, path=name)
 
-    def submit(self, version: WorkflowVersion, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
-        return self.executor.submit(version.name, version.version, inputs, trigger=trigger)
+    def submit(
+        self,
+        version: WorkflowVersion,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        overrides: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        return self.executor.submit(version.name, version.version, inputs, trigger=trigger, overrides=overrides)
 
     def close(self) -> None:
         from agentflow.tools.operator import close_operator_tools

@@ -103,9 +103,20 @@ class Executor:
 
     # -- submitting -----------------------------------------------------------------
 
-    def submit(self, name: str, version: str, inputs: dict[str, Any], *, trigger: str = "manual") -> RunRecord:
-        """Validate inputs and queue a run durably; raises InputError or NeedsGrantError before anything is recorded."""
+    def submit(
+        self,
+        name: str,
+        version: str,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        overrides: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Validate inputs and queue a run durably; raises InputError or NeedsGrantError before anything is recorded.
+
+        `overrides`: a replay's start, pinned outputs or chosen variants (RunRecord.overrides)."""
         run = self.prepare(name, version, inputs, trigger=trigger)
+        run.overrides = overrides or None
         self.store.create_run(run)
         self.wake()
         return run

@@ -64,6 +64,10 @@ class RunRecord:
     """The run and node that started this one as a sub-workflow: {"run_id": ..., "node_id": ...}."""
     limits: dict[str, float] | None = None
     """The most it may use, below its own budget: a sub-workflow's share of its parent's {steps, tokens, usd}."""
+    overrides: dict[str, Any] | None = None
+    """How this run departs from a plain run of its version (JSON): `replay` {run_id, node_id, state} starts it
+    from another run's state before a node; `pinned` {node_id: output} answers those nodes without running them;
+    `variants` {node_id: variant name} chooses a node's variant instead of drawing one."""
 
 
 @dataclass(slots=True)

@@ -51,7 +51,7 @@ from agentflow.store.sql import content_hash, dumps, text
 
 T = TypeVar("T")
 Method = TypeVar("Method", bound=Callable[..., Any])
-_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits", "overrides")
 _RUN_FIELDS = frozenset(RunRecord.__slots__)
 _SESSION_FIELDS = frozenset(("title", "model", "current_version", "updated_at"))
 

@@ -403,3 +403,10 @@ def m011_sub_runs(db: sqlite_utils.Database) -> None:
     # budget it may use (JSON {steps, tokens, usd}).
     db.table("runs").add_column("parent", str)
     db.table("runs").add_column("limits", str)
+
+
+@migration
+def m012_run_overrides(db: sqlite_utils.Database) -> None:
+    # How a run departs from a plain run of its version (JSON): a replay's starting state, pinned node
+    # outputs, chosen variants (RunRecord.overrides).
+    db.table("runs").add_column("overrides", str)

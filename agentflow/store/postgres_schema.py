@@ -185,6 +185,8 @@ sql(
     """,
 )
 
+sql("m012_run_overrides", "ALTER TABLE runs ADD COLUMN overrides TEXT")
+
 
 def _queue_schema(conn: Conn) -> None:
     from procrastinate.schema import SchemaManager

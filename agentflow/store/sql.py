@@ -48,7 +48,7 @@ from agentflow.store.base import (
 from agentflow.store.checkpoint import DurableSaver
 from agentflow.store.writer import BatchWriter, Conn
 
-_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits")
+_JSON_FIELDS = ("inputs", "outputs", "reply_to", "parent", "limits", "overrides")
 _RUN_COLUMNS = frozenset(RunRecord.__slots__)
 _SESSION_COLUMNS = frozenset(("title", "model", "current_version", "updated_at"))
 _TRACE_UPSERT = (

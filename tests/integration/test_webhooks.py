@@ -140,7 +140,7 @@ def test_a_retried_delivery_returns_the_first_run_and_runs_nothing_new(client: h
 
 @pytest.mark.parametrize(
     "forgery",
-    ["unsigned", "one byte changed", "wrong secret", "timestamp +301 s", "timestamp -301 s", "no v1 signature"],
+    ["unsigned", "one byte changed", "wrong secret", "timestamp +330 s", "timestamp -330 s", "no v1 signature"],
 )
 def test_a_forged_or_replayed_delivery_is_refused_and_runs_nothing(
     client: httpx.Client, secret: str, forgery: str
@@ -153,7 +153,7 @@ def test_a_forged_or_replayed_delivery_is_refused_and_runs_nothing(
     elif forgery == "wrong secret":
         headers = signed("whsec_" + "QUJD" * 8, BODY)
     elif forgery.startswith("timestamp"):
-        offset = 301 if "+" in forgery else -301
+        offset = 330 if "+" in forgery else -330  # past the 300 s tolerance, with margin for whole-second stamps
         headers = signed(secret, BODY, at=datetime.now(tz=UTC) + timedelta(seconds=offset))
     else:
         headers = {**headers, "webhook-signature": headers["webhook-signature"].replace("v1,", "v2,")}

@@ -157,6 +157,19 @@ def test_a_run_comes_back_as_it_was_created(store: Store) -> None:
     assert store.get_run("nope") is None
 
 
+def test_a_runs_parent_limits_and_overrides_come_back(store: Store) -> None:
+    overrides = {
+        "replay": {"run_id": "run-0", "node_id": "draft", "state": {"results": {"plan": {"text": "é"}}}},
+        "pinned": {"fetch": [1, 2]},
+        "variants": {"draft": "short"},
+    }
+    run = new_run(
+        store, "run-1", parent={"run_id": "p", "node_id": "n"}, limits={"usd": 0.5}, overrides=overrides
+    )
+    assert store.get_run("run-1") == run
+    assert new_run(store, "run-2").overrides is None and store.get_run("run-2").overrides is None  # type: ignore[union-attr]
+
+
 def test_a_run_without_a_creation_time_gets_one(store: Store) -> None:
     new_run(store, "run-1", created_at=0.0)
     stored = store.get_run("run-1")
