@@ -15,6 +15,8 @@ from agentflow.trust.egress import EgressPolicy
 from tests.e2e.server import serve
 from tests.fakes.a2a_agent import FakeAgent, fake_agent
 
+pytestmark = pytest.mark.store_agnostic
+
 OPENED = EgressPolicy(hosts=None, allow_internal=("127.0.0.1",))
 CLOSED = EgressPolicy(hosts=None)
 TIMEOUT = 30.0

@@ -19,7 +19,10 @@ from tests.conftest import fake_settings
 from tests.fakes.openai_server import FakeLLM, Text, ToolCalls
 from tests.integration.helpers import node_statuses, run_source, workflow
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (make test has it)")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (make test has it)"),
+    pytest.mark.store_agnostic,
+]
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from agentflow.tools import files
 from agentflow.tools.registry import ToolContext, ToolError, builtin_registry
 from tests.integration.helpers import node_statuses, run_source, workflow
 
+pytestmark = pytest.mark.store_agnostic
+
 TOOLS = builtin_registry(operator=False)
 
 

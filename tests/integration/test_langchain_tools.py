@@ -18,6 +18,8 @@ from agentflow.tools.langchain_adapter import MAX_OUTPUT_CHARS
 from agentflow.tools.operator import OperatorToolsError, load_tools_file, register_operator_tools
 from agentflow.tools.registry import ToolError, ToolRegistry
 
+pytestmark = pytest.mark.store_agnostic
+
 MODULE = "agentflow_test_lc_tools"
 
 

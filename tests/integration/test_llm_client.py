@@ -22,6 +22,8 @@ from agentflow.settings import Price, Settings
 from agentflow.tools.registry import builtin_registry
 from tests.fakes.openai_server import Error, FakeLLM, Json, Text, ToolCalls
 
+pytestmark = pytest.mark.store_agnostic
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 HI = [{"role": "user", "content": "say hi"}]

@@ -29,6 +29,8 @@ from tests.fakes.openai_server import FakeLLM, Text, ToolCalls
 from tests.integration.helpers import run_source, workflow
 from tests.network_guard import closed_port
 
+pytestmark = pytest.mark.store_agnostic
+
 OPEN_LOOPBACK = Settings(egress_allow_internal=("127.0.0.1",))
 
 

@@ -22,6 +22,8 @@ from agentflow.store.memories_sqlite import SQLiteMemoryStore
 from tests import postgres
 from tests.fakes.openai_server import FakeLLM
 
+pytestmark = pytest.mark.store_agnostic
+
 Opener = Callable[[], MemoryStore]
 
 

@@ -15,6 +15,8 @@ from tests.fakes.chat_webhooks import DISCORD_TOKEN, SLACK_TOKEN, FakeChatWebhoo
 from tests.fakes.smtp import FakeSMTP, ServerCertificates, make_certificates
 from tests.integration.helpers import run_source, workflow
 
+pytestmark = pytest.mark.store_agnostic
+
 TOOLS = builtin_registry(operator=False)
 LOOPBACK = EgressPolicy(hosts=frozenset({"127.0.0.1", "localhost"}), allow_internal=("127.0.0.1",))
 PASSWORD = "pa:ss/w0rd-Secret"

@@ -29,7 +29,7 @@ from agentflow.web.server import create_app
 from agentflow.web.ui.mlflow import where
 from agentflow.web.ui.runs import _trace_line
 
-pytestmark = pytest.mark.slow  # starts MLflow's server
+pytestmark = [pytest.mark.slow, pytest.mark.store_agnostic]  # starts MLflow's server
 
 PASSWORD = "correct horse battery staple"
 TOKEN = derive_api_token(PASSWORD, "admin")

@@ -23,6 +23,8 @@ from agentflow.settings import Settings
 from tests.fakes.ollama_server import FakeOllama, Json, Text, ToolCalls, word_vector
 from tests.integration.helpers import run_source, workflow
 
+pytestmark = pytest.mark.store_agnostic
+
 CLOUD_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AGENTFLOW_API_KEY", "AGENTFLOW_API_BASE")
 CHAT = "ollama_chat/llama3.2"
 GENERATE = "ollama/llama3.2"

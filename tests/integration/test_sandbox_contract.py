@@ -28,6 +28,8 @@ from tests.fakes.sandbox import (
     started,
 )
 
+pytestmark = pytest.mark.store_agnostic
+
 SHORT = Limits(memory_mb=128, cpu_s=2, wall_s=5, pids=32, output_bytes=100_000, disk_mb=16)
 
 

@@ -18,6 +18,8 @@ import pytest
 from agentflow.sandbox import Job, Limits, Result, Sandbox
 from tests.fakes.sandbox import BACKENDS, cpu_gap, host_processes, loopback_listener, marker, open_backend
 
+pytestmark = pytest.mark.store_agnostic
+
 SHORT = Limits(memory_mb=128, cpu_s=2, wall_s=5, pids=32, output_bytes=100_000, disk_mb=16)
 CANARY = "agentflow-canary-7f3a9c"
 

@@ -17,6 +17,8 @@ from agentflow.trust.egress import EgressDenied, EgressPolicy
 from tests import postgres
 from tests.integration.helpers import run_source, workflow
 
+pytestmark = pytest.mark.store_agnostic
+
 TOOL = builtin_registry(operator=False).get("sql_query")
 LOOPBACK = EgressPolicy(hosts=frozenset({"127.0.0.1"}), allow_internal=("127.0.0.1",))
 

@@ -15,6 +15,8 @@ from agentflow.cli import main
 from agentflow.settings import Settings
 from agentflow.tools.registry import builtin_registry
 
+pytestmark = pytest.mark.store_agnostic
+
 CATALOGUE = {
     "http_request", "calculator", "json_query", "current_time", "web_search", "wikipedia", "arxiv", "fetch_page",
     "read_file", "write_file", "list_files", "sql_query", "python", "shell", "send_email", "post_message",

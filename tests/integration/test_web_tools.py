@@ -26,6 +26,8 @@ from agentflow.tools.wikipedia import wikipedia_tool
 from agentflow.trust.egress import EgressDenied, EgressPolicy
 from tests.fakes.web_services import ARXIV_SUMMARY, RSS_FEED, WIKI_EXTRACT, WebServices, web_services
 
+pytestmark = pytest.mark.store_agnostic
+
 LOCAL = ToolContext(egress=EgressPolicy(hosts=frozenset({"127.0.0.1"}), allow_internal=("127.0.0.1",)))
 NOT_GRANTED = ToolContext(egress=EgressPolicy(hosts=frozenset({"example.org"}), allow_internal=("127.0.0.1",)))
 NOT_OPENED = ToolContext(egress=EgressPolicy(hosts=frozenset({"127.0.0.1"})))
