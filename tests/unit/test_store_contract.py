@@ -163,9 +163,7 @@ def test_a_runs_parent_limits_and_overrides_come_back(store: Store) -> None:
         "pinned": {"fetch": [1, 2]},
         "variants": {"draft": "short"},
     }
-    run = new_run(
-        store, "run-1", parent={"run_id": "p", "node_id": "n"}, limits={"usd": 0.5}, overrides=overrides
-    )
+    run = new_run(store, "run-1", parent={"run_id": "p", "node_id": "n"}, limits={"usd": 0.5}, overrides=overrides)
     assert store.get_run("run-1") == run
     assert new_run(store, "run-2").overrides is None and store.get_run("run-2").overrides is None  # type: ignore[union-attr]
 
@@ -476,7 +474,7 @@ def test_events_come_back_in_order_after_an_id(store: Store) -> None:
     assert ids[0] == 1 and ids == sorted(ids) and len(set(ids)) == 3
     assert events[0] == {
         "id": 1, "type": "run_started", "run_id": "run-1", "at": T0, "workflow": "wf", "version": "v1",
-        "resumed": False,
+        "resumed": False, "replay_of": None,
     }  # fmt: skip
     assert events[1]["output"] == {"path": "/tmp/x", "pair": [1, 2]}  # as JSON keeps them
     assert store.events("run-1", after=ids[0]) == events[1:]
