@@ -129,6 +129,26 @@ def _parser() -> argparse.ArgumentParser:
 
     add_diff_parsers(commands)
 
+    from agentflow.cli_replay import add_parsers as add_replay_parsers
+
+    add_replay_parsers(commands)
+
+    from agentflow.cli_test import add_parsers as add_test_parsers
+
+    add_test_parsers(commands)
+
+    from agentflow.cli_analyse import add_parsers as add_analyse_parsers
+
+    add_analyse_parsers(commands)
+
+    from agentflow.cli_eval import add_parsers as add_eval_parsers
+
+    add_eval_parsers(commands)
+
+    from agentflow.cli_optimize import add_parsers as add_optimize_parsers
+
+    add_optimize_parsers(commands)
+
     from agentflow.cli_agents import add_parsers as add_agent_registry_parsers
 
     add_agent_registry_parsers(commands)
@@ -136,6 +156,14 @@ def _parser() -> argparse.ArgumentParser:
     from agentflow.cli_agent import add_parsers as add_agent_process_parsers
 
     add_agent_process_parsers(commands)
+
+    from agentflow.cli_prompts import add_parsers as add_prompt_parsers
+
+    add_prompt_parsers(commands)
+
+    from agentflow.cli_variants import add_parsers as add_variant_parsers
+
+    add_variant_parsers(commands)
 
     chat = commands.add_parser("chat", help="talk to the assistant in this terminal (same sessions as the web app)")
     chat.add_argument("--session", default="terminal", help="conversation to continue (default: terminal)")
@@ -203,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _agents(args)
         if args.command == "agent":
             return _agent(args)
+        if args.command == "prompts":
+            return _prompts(args)
         if args.command == "schema":
             from agentflow.spec.schema import workflow_json_schema
 
@@ -285,6 +315,18 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _profile(flow, args)
         if args.command == "diff":
             return _diff(flow, args)
+        if args.command == "replay":
+            return await _replay(flow, args)
+        if args.command == "test":
+            return await _test(flow, args)
+        if args.command == "analyse":
+            return await _analyse(flow, args)
+        if args.command == "variants":
+            return _variants(flow, args)
+        if args.command == "eval":
+            return await _eval(flow, args)
+        if args.command == "optimize":
+            return await _optimize(flow, args)
         if args.command in ("grant", "grants", "secrets"):
             return _trust(flow, args)
         from agentflow import cli_triggers
@@ -435,6 +477,72 @@ def _find(flow: AgentFlow, run_id: str) -> str:
     if not matches:
         raise CLIError(f"no run '{run_id}'; list them with: agentflow runs list")
     raise CLIError(f"'{run_id}' matches several runs ({', '.join(m.id[:12] for m in matches)}); give more of the id")
+
+
+async def _replay(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_replay
+    from agentflow.replay import ReplayError
+
+    try:
+        return await cli_replay.run(flow, args, find=_find, execute=_execute)
+    except ReplayError as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _test(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_test
+
+    try:
+        return await cli_test.run(flow, args)
+    except cli_test.TestUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _optimize(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_optimize
+
+    try:
+        return await cli_optimize.run(flow, args)
+    except cli_optimize.OptimizeUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _eval(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_eval
+
+    try:
+        return await cli_eval.run(flow, args)
+    except cli_eval.EvalUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _analyse(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_analyse
+
+    try:
+        return await cli_analyse.run(flow, args, find=_find)
+    except cli_analyse.AnalyseUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from agentflow import cli_prompts
+
+    try:
+        return cli_prompts.main(args)
+    except cli_prompts.PromptsUsageError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _variants(flow: AgentFlow, args: argparse.Namespace) -> int:
+    from agentflow import cli_variants
+    from agentflow.variant_runs import VariantsError, node_variants
+
+    try:
+        nodes = node_variants(flow.store, args.workflow, node=args.node, last=args.last)
+    except VariantsError as exc:
+        raise CLIError(str(exc)) from None
+    return cli_variants.print_variants(nodes, as_json=args.json)
 
 
 def _diff(flow: AgentFlow, args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from agentflow.web.models import (
     EventPage,
     GrantEntry,
     HookSecretEntry,
+    ReplayedRun,
     RunDetail,
     RunSummary,
     SandboxStatus,
@@ -245,6 +246,7 @@ _RUNS = TypeAdapter(RunList)
 _WORKFLOW = TypeAdapter(WorkflowDetail)
 _RUN = TypeAdapter(RunSummary)
 _RUN_DETAIL = TypeAdapter(RunDetail)
+_REPLAYED = TypeAdapter(ReplayedRun)
 _EVENTS = TypeAdapter(EventPage)
 TriggerList = list[TriggerEntry]
 DeliveryList = list[DeliveryEntry]
@@ -409,6 +411,12 @@ class Runs:
     def rerun(self, run_id: str) -> RunSummary:
         """A new run of the same workflow version with the same inputs."""
         return self._http.call(_RUN, "POST", f"api/runs/{_segment(run_id)}/rerun")
+
+    def replay(self, run_id: str, from_node: str, edits: dict[str, Any] | None = None) -> ReplayedRun:
+        """A new run from the state before `from_node` in this run, reusing every result upstream of it;
+        `edits` {"inputs.NAME" | "NODE" | "NODE.field": value} change that state (docs/replay.md)."""
+        body = {"from": from_node, "set": edits or {}}
+        return self._http.call(_REPLAYED, "POST", f"api/runs/{_segment(run_id)}/replay", json=body)
 
     def _decide(self, run_id: str, verb: str, comment: str | None) -> RunDetail:
         body = {"comment": comment} if comment is not None else None

@@ -170,6 +170,7 @@ _EVENT_NOT_EXTRA = frozenset(
     | {"workflow", "version", "resumed", "status", "approved", "limit", "allowed", "used", "error", "input_tokens"}
     | {"output_tokens", "tokens", "cost_usd", "tool", "model", "latency_ms", "message", "comment", "output", "outputs"}
     | {"prompt", "reply", "arguments", "result"}  # the run console shows these in full
+    | {"pinned"}  # said as "pinned" when true
 )
 
 
@@ -201,6 +202,8 @@ def _event_details(event: dict[str, Any]) -> list[str]:
         parts.append(f"{event['workflow']} ({event.get('version')})" + (", resumed" if event.get("resumed") else ""))
     if event.get("status"):
         parts.append(str(event["status"]))
+    if event.get("pinned"):
+        parts.append("pinned (given with the run, not executed)")
     if "approved" in event:
         parts.append("approved" if event["approved"] else "rejected")
     if event.get("limit"):

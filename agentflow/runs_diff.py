@@ -327,6 +327,11 @@ def _field(row: dict[str, Any] | None, name: str) -> Any:
     return None if row is None else row[name]
 
 
+def node_outputs(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each node's output in a run's events, as a diff compares them (`agentflow test` too)."""
+    return _outputs(events)
+
+
 def _outputs(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Each node's output from its last successful execution; a map's, its last iteration's branch results."""
     outputs: dict[str, Any] = {}

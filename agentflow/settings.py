@@ -100,6 +100,10 @@ class Settings:
     """An agent silent for this long is stale, for three times this offline; agents heartbeat every third of it."""
     agent_retention_s: float = 7 * 24 * 3600.0
     """An agent silent for this long is removed from the registry."""
+    analyse_model: str | None = None
+    """The model `agentflow analyse` and the run console's Analyse button ask (docs/analyse.md); default the chat's."""
+    judge_model: str | None = None
+    """The LiteLLM model behind LLM judges and the prompt optimiser (`agentflow eval`, docs/evaluate.md)."""
 
     @property
     def tools_file(self) -> Path:
@@ -163,6 +167,8 @@ class Settings:
             embedding_api_base=env.get("AGENTFLOW_EMBEDDING_API_BASE", "").strip() or None,
             agent_ttl_s=_duration(env, "AGENTFLOW_AGENT_TTL", 30.0),
             agent_retention_s=_duration(env, "AGENTFLOW_AGENT_RETENTION", 7 * 24 * 3600.0),
+            analyse_model=env.get("AGENTFLOW_ANALYSE_MODEL", "").strip() or None,
+            judge_model=env.get("AGENTFLOW_JUDGE_MODEL", "").strip() or None,
         )
 
     @property

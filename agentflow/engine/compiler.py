@@ -24,8 +24,10 @@ from agentflow.engine.context import RunContext
 from agentflow.engine.events import ApprovalDecided, NodeFinished, NodeStarted
 from agentflow.engine.nodes import EFFECTFUL, EXECUTORS, NodeConfigError, Outcome
 from agentflow.engine.nodes.base import Attempt, attempting, node_inputs
+from agentflow.engine.pins import answer
 from agentflow.engine.scheduler import plan
 from agentflow.engine.state import RunState, scope_of, truthy
+from agentflow.engine.variant_draw import apply, chosen
 from agentflow.spec.expressions import MissingSecret, evaluate, render
 from agentflow.spec.graph import Graph
 from agentflow.spec.models import ApprovalNode, MapNode, Workflow, parse_duration
@@ -106,6 +108,9 @@ async def execute_node(
     item_index: int | None = None,
 ) -> tuple[Outcome, dict[str, float]]:
     """Run a node's executor with its retry policy and per-attempt timeout (a remote node times each call)."""
+    variant = chosen(ctx.workflow, ctx.run_id, node_id, ctx.variants)
+    node = apply(node, variant)
+    variant_name = variant.name if variant is not None else None
     defaults = ctx.workflow.spec.defaults
     retry = node.retry or defaults.retry
     attempts = retry.attempts if retry else 1
@@ -136,6 +141,7 @@ async def execute_node(
                 item_index=item_index,
                 inputs=ctx.redact(node_inputs(node, scope, item_index)),
                 at=started,
+                variant=variant_name,
             )
         )
         try:
@@ -170,6 +176,7 @@ async def execute_node(
                     cost_usd=outcome.cost_usd,
                     model=outcome.model,
                     output=_short(outcome.value),
+                    variant=variant_name,
                 )
             )
             return outcome, usage
@@ -185,6 +192,7 @@ async def execute_node(
                 started_at=started,
                 latency_ms=(time.perf_counter() - clock) * 1000,
                 error=error,
+                variant=variant_name,
             )
         )
         if fatal is not None:
@@ -252,6 +260,9 @@ def _work(node_id: str) -> Any:
     async def run(state: RunState, runtime: Runtime[RunContext]) -> Command[Any]:
         ctx = runtime.context
         node = ctx.workflow.spec.nodes[node_id]
+        if node_id in ctx.pinned:  # answered with the run's pin: nothing executes (engine/pins.py)
+            pinned = answer(ctx, node_id, node.type, iteration=_iteration(ctx, state, node_id))
+            return advance(ctx, state, {node_id: pinned})
         outcome, usage = await execute_node(
             ctx, node_id, node, scope_of(state), iteration=_iteration(ctx, state, node_id)
         )
@@ -264,6 +275,9 @@ def _work(node_id: str) -> Any:
 def _map_launcher(node_id: str, node: MapNode) -> Any:
     async def launch(state: RunState, runtime: Runtime[RunContext]) -> Command[Any]:
         ctx = runtime.context
+        if node_id in ctx.pinned:  # the whole map answered with its pin: no branch runs
+            pinned = answer(ctx, node_id, "map", iteration=_iteration(ctx, state, node_id))
+            return advance(ctx, state, {node_id: pinned})
         scope = scope_of(state)
         items = evaluate(node.over, scope)
         if items is None:

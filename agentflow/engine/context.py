@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agentflow.memory.base import MemoryStore
     from agentflow.memory.embeddings import Embedder
     from agentflow.observability.costs import Ledger
+    from agentflow.prompts.registry import PromptRegistry
     from agentflow.registry import Registry
     from agentflow.tools.registry import ToolContext, ToolRegistry
     from agentflow.trust.capabilities import Capabilities
@@ -74,6 +75,8 @@ class Services:
     """The live agent registry (agentflow/registry/): the A2A agents `remote` nodes may call."""
     runs: ChildRuns | None = None
     """Starts sub-workflows' runs (the executor; None: `workflow` nodes cannot run here, and say so)."""
+    prompt_registry: PromptRegistry | None = None
+    """MLflow's prompt registry, for `prompts:/` prompts; None: opened at first use at the app's tracking URI."""
     _llm: LLMClient | None = None
     _detected: list[str | None] = field(default_factory=list)
 
@@ -86,6 +89,14 @@ class Services:
 
             self._detected.append(default_model(self.environ))
         return self._detected[0]
+
+    @property
+    def prompts(self) -> PromptRegistry:
+        if self.prompt_registry is None:
+            from agentflow.prompts.registry import PromptRegistry
+
+            self.prompt_registry = PromptRegistry.for_home(self.settings.home)
+        return self.prompt_registry
 
     @property
     def llm(self) -> LLMClient:
@@ -118,6 +129,11 @@ class RunContext:
     """Who started the run, for `user` memory: `telegram:42`, `whatsapp:+1555...`; `local` for this machine."""
     session: str | None = None
     """The chat it came from, for `session` memory (`telegram:42`); None: the run is its own session."""
+    pinned: dict[str, Any] = field(default_factory=dict)
+    """Node id -> the output it answers with, without running (agentflow/engine/pins.py)."""
+    variants: dict[str, str] = field(default_factory=dict)
+    """Node id -> the variant this run must use (`overrides["variants"]`); other nodes draw theirs
+    (agentflow/engine/variant_draw.py)."""
     _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def map_limit(self, node_id: str, concurrency: int) -> asyncio.Semaphore:

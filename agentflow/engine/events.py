@@ -35,6 +35,8 @@ class RunStarted(RunEvent):
     workflow: str
     version: str
     resumed: bool = False
+    replay_of: dict[str, Any] | None = None
+    """A replay's source: {run_id, node_id, reused: {nodes, calls, tool_calls, tokens, cost_usd}} (replay.py)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +59,8 @@ class NodeStarted(RunEvent):
     item_index: int | None = None
     inputs: Any = None
     """What the node reads: its `needs`' results (or the run's inputs), its map item; redacted, truncated."""
+    variant: str | None = None
+    """The node's variant this run uses (`variants:`, agentflow/engine/variant_draw.py); None without variants."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +79,10 @@ class NodeFinished(RunEvent):
     model: str | None = None
     output: Any = None
     error: str | None = None
+    pinned: bool = False
+    """The output was given with the run (`overrides["pinned"]`, agentflow/engine/pins.py): nothing executed."""
+    variant: str | None = None
+    """The node's variant this execution used; None for a node without variants."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +100,10 @@ class LLMCalled(RunEvent):
     """The messages sent, secrets redacted and long texts truncated (agentflow/engine/nodes/base.py)."""
     reply: dict[str, Any] | None = None
     """The assistant message that came back (content, tool calls), redacted and truncated likewise."""
+    prompt_ref: str | None = None
+    """The registry prompt the call used, as name@version (`triage.classify@3`; several joined by ", ")."""
+    variant: str | None = None
+    """The node's variant the call was made for; None for a node without variants."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

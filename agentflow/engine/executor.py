@@ -26,6 +26,7 @@ from typing import Any
 
 from agentflow.engine.events import TERMINAL_STATUSES, RunStatus
 from agentflow.engine.inputs import prepare_inputs
+from agentflow.engine.pins import check_pins
 from agentflow.engine.runner import Engine
 from agentflow.spec.models import MapNode, Workflow
 from agentflow.store.base import RunRecord
@@ -116,6 +117,7 @@ class Executor:
 
         `overrides`: a replay's start, pinned outputs or chosen variants (RunRecord.overrides)."""
         run = self.prepare(name, version, inputs, trigger=trigger)
+        check_pins(self.engine.compiled(name, version).workflow, overrides)  # a PinError is an InputError
         run.overrides = overrides or None
         self.store.create_run(run)
         self.wake()

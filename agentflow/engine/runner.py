@@ -21,7 +21,9 @@ from agentflow.engine.events import (
     RunStatus,
 )
 from agentflow.engine.nodes import NodeConfigError
+from agentflow.engine.pins import pinned_outputs
 from agentflow.engine.state import scope_of
+from agentflow.engine.variant_draw import check_forced
 from agentflow.spec.expressions import MissingSecret, render
 from agentflow.spec.graph import Graph, analyze
 from agentflow.spec.models import Workflow
@@ -123,15 +125,25 @@ class Engine:
             allowed=allowed,
             egress=EgressPolicy.from_settings(self.services.settings, allowed.egress),
             source_path=compiled.path,
+            pinned=pinned_outputs(run.overrides),
+            variants=dict((run.overrides or {}).get("variants") or {}),
             **_who(run.reply_to),
         )
         if fresh:
-            graph_input: Any = initial_state(compiled.graph, run.inputs)
+            graph_input: Any = _start_state(compiled, run)
         elif decision is not None and pending_interrupt:
             graph_input = Command(resume=decision)
         else:
             graph_input = None
-        self.bus.emit(RunStarted(run_id=run.id, workflow=run.workflow, version=run.version, resumed=not fresh))
+        self.bus.emit(
+            RunStarted(
+                run_id=run.id,
+                workflow=run.workflow,
+                version=run.version,
+                resumed=not fresh,
+                replay_of=_replay_of(run),
+            )
+        )
         started = time.monotonic()
         remaining = None if meter.wall is None else max(meter.wall - run.active_s, 0.0)
         status: RunStatus = "succeeded"
@@ -140,6 +152,7 @@ class Engine:
         try:
             if refusal is not None:
                 raise refusal
+            check_forced(compiled.workflow, ctx.variants)  # an unknown variant fails the run before any node
             if remaining is not None and remaining <= 0:
                 raise BudgetExceededError("wall", run.active_s, meter.wall or 0)
             try:
@@ -195,6 +208,24 @@ class Engine:
         self.saver.evict(run.id)
         await self.store.flush()
         return status
+
+
+def _start_state(compiled: Compiled, run: RunRecord) -> Any:
+    """Where a new run starts: at the workflow's roots, or, for a replay, in the state its source had
+    before the node it replays from (agentflow/replay.py); the START edge routes to the running nodes."""
+    replay = (run.overrides or {}).get("replay")
+    if not replay:
+        return initial_state(compiled.graph, run.inputs)
+    return {**replay["state"], "inputs": run.inputs, "usage": {}}
+
+
+def _replay_of(run: RunRecord) -> dict[str, Any] | None:
+    """What a replay's RunStarted says it replays: the source run, the node, the nodes whose results it reuses."""
+    replay = (run.overrides or {}).get("replay")
+    if not replay:
+        return None
+    reused = replay.get("reused") or {}
+    return {"run_id": replay["run_id"], "node_id": replay["node_id"], "reused": reused}
 
 
 def _recursion_limit(workflow: Workflow) -> int:

@@ -4,7 +4,8 @@ Every provider call the installation pays for is one row of `llm_calls`, priced
 by LiteLLM or by AGENTFLOW_PRICES (local models are tokens at zero cost): a
 run's calls written by the store from the engine's `LLMCalled` events (source
 "run"), the chat assistant's own calls written through `assistant_hooks`
-(source "assistant", with the chat session, without a run). Every money and
+(source "assistant", with the chat session, without a run), and a run's
+analysis by a model (source "analyse", agentflow/analyse.py). Every money and
 token figure of the Costs and Overview tabs is read from these rows.
 
 Daily budgets (per workflow: `spec.budget.daily_usd`; global:
@@ -147,9 +148,12 @@ class Ledger:
         return rows
 
 
-def assistant_hooks(store: LedgerStore, ledger: Ledger | None, session_id: str) -> dict[str, Any]:
+def assistant_hooks(
+    store: LedgerStore, ledger: Ledger | None, session_id: str, *, source: str = "assistant"
+) -> dict[str, Any]:
     """`before_call`/`on_call` for the chat assistant's model calls (a run's: `engine.nodes.base.llm_hooks`):
-    the global daily budget checked before each call, and each call written to the ledger as the assistant's."""
+    the global daily budget checked before each call, and each call written to the ledger as the assistant's
+    (or as `source`'s: "analyse" for a run's analysis, agentflow/analyse.py)."""
 
     def before_call() -> None:
         if ledger is not None:
@@ -167,6 +171,7 @@ def assistant_hooks(store: LedgerStore, ledger: Ledger | None, session_id: str) 
                 latency_ms=record.latency_ms,
                 error=record.error,
                 at=time.time(),
+                source=source,
             )
         )
         if ledger is not None and record.cost_usd:

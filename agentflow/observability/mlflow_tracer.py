@@ -142,6 +142,8 @@ class MlflowTracer:
                 # Trace tags travel as root-span attributes; log_spans turns them into tags.
                 tags = {TraceTagKey.TRACE_NAME: trace.workflow, "agentflow.run_id": trace.run_id}
                 tags.update({key: str(value) for key, value in span.attributes.items() if key in _PARENT_TAGS})
+                if "agentflow.linked_prompts" in span.attributes:  # the registry prompts the run used
+                    tags[TraceTagKey.LINKED_PROMPTS] = span.attributes["agentflow.linked_prompts"]
                 for key, value in tags.items():
                     attributes[_TAG_PREFIX + key] = dump_span_attribute_value(value)
             status = SpanStatus(SpanStatusCode(span.status), span.error or "")

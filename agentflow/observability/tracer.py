@@ -193,6 +193,9 @@ def build_run_trace(
                 "agentflow.parent_trace_id": trace_id_for(str(run.parent.get("run_id"))),
             }
         )
+    prompts = linked_prompts(events)
+    if prompts:
+        root.attributes["agentflow.linked_prompts"] = json.dumps(prompts)
     nodes = _node_spans(events, restarts, end, clean)
     _attach_branches(nodes)
     calls = _call_spans(events, nodes, prices or {}, clean)
@@ -260,7 +263,7 @@ def _node_span(event: dict[str, Any], start: float, end: float, clean: _Cleaner)
     }
     if item_index is not None:
         attributes["agentflow.item_index"] = item_index
-    for name in ("tokens", "cost_usd", "model"):
+    for name in ("tokens", "cost_usd", "model", "variant"):
         if event.get(name):
             attributes[f"agentflow.{name}"] = event[name]
     return SpanRecord(
@@ -367,6 +370,31 @@ def _memory_span(event: dict[str, Any], nodes: list[SpanRecord], clean: _Cleaner
     return span
 
 
+def prompt_refs(prompt_ref: str | None) -> list[tuple[str, str]]:
+    """(name, version) of each registry prompt in an LLMCalled `prompt_ref` ("a@3, b@1")."""
+    pairs = [ref.strip().rpartition("@") for ref in (prompt_ref or "").split(",") if ref.strip()]
+    return [(name, version) for name, _, version in pairs if name]
+
+
+def prompt_attributes(event: dict[str, Any]) -> dict[str, Any]:
+    """A model call's registry prompt (`prompt.name`, `prompt.version`: the first, the main one) and variant."""
+    attributes: dict[str, Any] = {}
+    refs = prompt_refs(event.get("prompt_ref"))
+    if refs:
+        attributes.update({"prompt.name": refs[0][0], "prompt.version": refs[0][1]})
+        attributes["agentflow.prompt_ref"] = event["prompt_ref"]
+    if event.get("variant"):
+        attributes["agentflow.variant"] = event["variant"]
+    return attributes
+
+
+def linked_prompts(events: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every registry prompt the run's calls used, as MLflow's `mlflow.linkedPrompts` trace tag lists them."""
+    calls = [event for event in events if event["type"] == "llm_call"]
+    seen = dict.fromkeys(pair for event in calls for pair in prompt_refs(event.get("prompt_ref")))
+    return [{"name": name, "version": version} for name, version in seen]
+
+
 def _call_spans(
     events: list[dict[str, Any]], nodes: list[SpanRecord], prices: Mapping[str, Price], clean: _Cleaner
 ) -> list[SpanRecord]:
@@ -399,6 +427,7 @@ def _call_spans(
                 span.inputs = {"messages": [_clean_message(message, clean) for message in event["prompt"]]}
             if event.get("reply") is not None:
                 span.outputs = clean(event["reply"])
+            span.attributes.update(prompt_attributes(event))
             input_tokens, output_tokens = event["input_tokens"], event["output_tokens"]
             span.usage = LLMUsage(
                 model=event["model"],

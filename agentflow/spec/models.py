@@ -152,20 +152,55 @@ class NodeBase(Strict):
         return [value] if isinstance(value, str) else value
 
 
+VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+_PROMPT_REF = "or a registry prompt: prompts:/NAME@ALIAS or prompts:/NAME/VERSION (docs/prompts.md)"
+
+
+class Variant(Strict):
+    """An alternative a run may draw instead of the node's own settings (docs/variants.md)."""
+
+    name: str = Field(description="Unique in the node; recorded on each run (letters, digits, '.', '_', '-')")
+    weight: float = Field(1.0, gt=0, description="Share of runs, relative to the other variants' weights")
+    model: ModelRef | None = Field(None, description="Instead of the node's model")
+    temperature: float | None = Field(None, ge=0, le=2, description="Instead of the node's temperature")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(VARIANT_NAME_PATTERN, value):
+            raise ValueError(
+                f"'{value}' is not a variant name; write letters, digits, '.', '_' and '-' (at most 40), e.g. short"
+            )
+        return value
+
+
+class LLMVariant(Variant):
+    prompt: str | None = Field(None, description=f"Instead of the node's prompt: a template, {_PROMPT_REF}")
+    system: str | None = Field(None, description="Instead of the node's system message")
+
+
+class AgentVariant(Variant):
+    instructions: str | None = Field(None, description=f"Instead of the node's instructions, {_PROMPT_REF}")
+    input: str | None = Field(None, description="Instead of the node's input")
+
+
 class LLMNode(NodeBase):
     type: Literal["llm"]
-    prompt: str
+    prompt: str = Field(description=f"A template, {_PROMPT_REF}")
     system: str | None = None
     model: ModelRef | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1)
     output: dict[str, FieldSchema] | None = Field(None, description="Structured output: property name -> schema")
     memory: MemoryConfig | None = Field(None, description="What to recall before the call and save after it")
+    variants: list[LLMVariant] | None = Field(
+        None, min_length=1, description="Alternatives drawn per run by weight (prompt, system, model, temperature)"
+    )
 
 
 class AgentNode(NodeBase):
     type: Literal["agent"]
-    instructions: str
+    instructions: str = Field(description=f"A template, {_PROMPT_REF}")
     input: str | None = Field(None, description="The task given to the agent; defaults to the instructions alone")
     tools: list[str] = Field(default_factory=list)
     model: ModelRef | None = None
@@ -174,6 +209,9 @@ class AgentNode(NodeBase):
     max_turns: int = Field(6, ge=1, le=100)
     output: dict[str, FieldSchema] | None = None
     memory: MemoryConfig | None = Field(None, description="What to recall before the agent runs and save after it")
+    variants: list[AgentVariant] | None = Field(
+        None, min_length=1, description="Alternatives drawn per run by weight (instructions, input, model, temperature)"
+    )
 
 
 class ToolNode(NodeBase):

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentflow.prompts.refs import FIELDS as PROMPT_FIELDS
+from agentflow.prompts.refs import PromptRefError, is_ref, parse_ref
 from agentflow.spec.errors import SpecError, SpecErrors
 from agentflow.spec.expressions import (
     ENV_REF,
@@ -162,6 +164,7 @@ def _check_data(data: dict[str, Any], report: _Report, known_tools: Collection[s
             scope.templates((*path, field), node.get(field), path)
         if kind in ("llm", "agent"):
             _check_memory_templates(scope, (*path, "memory"), node.get("memory"), path)
+            _check_prompts(scope, path, node, str(kind))
         if known_tools is not None:
             _check_tools(path, node, known_tools, report)
     scope.inner = False
@@ -251,6 +254,37 @@ def _check_memory_templates(scope: _Scope, path: DataPath, memory: Any, owner: D
         scope.templates(where, text, owner)
     finally:
         scope.extra = ()
+
+
+def _check_prompts(scope: _Scope, path: DataPath, node: dict[str, Any], kind: str) -> None:
+    """Registry references are well written; variants have names of their own and templates that read what exists."""
+    places: list[tuple[DataPath, dict[str, Any]]] = [(path, node)]
+    variants = node.get("variants")
+    names: dict[str, int] = {}
+    for index, variant in enumerate(variants if isinstance(variants, list) else []):
+        if not isinstance(variant, dict):
+            continue
+        where = (*path, "variants", index)
+        places.append((where, variant))
+        for field in PROMPT_FIELDS[kind]:
+            scope.templates((*where, field), variant.get(field), path)
+        name = variant.get("name")
+        if isinstance(name, str) and name in names:
+            scope.report.add(
+                (*where, "name"),
+                f"variant '{name}' of {describe(path, scope.report.document.data)} is named twice "
+                f"(entries {names[name] + 1} and {index + 1} of `variants`); give each variant a name of its own",
+            )
+        elif isinstance(name, str):
+            names[name] = index
+    for owner, mapping in places:
+        for field in PROMPT_FIELDS[kind]:
+            value = mapping.get(field)
+            if is_ref(value):
+                try:
+                    parse_ref(value)
+                except PromptRefError as error:
+                    scope.report.add((*owner, field), f"{scope.where((*owner, field), path)}: {error}")
 
 
 def _strings(path: DataPath, value: Any) -> Iterator[tuple[DataPath, str]]:

@@ -176,6 +176,8 @@ class AssistantCall:
     latency_ms: float
     error: str | None = None
     at: float = 0.0
+    source: str = "assistant"
+    """"assistant", or "analyse" for a model reading a run's trace (agentflow/analyse.py; session `analyse:<run>`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,5 +606,5 @@ class Store(
 
 
 GROUPS = ("day", "model", "provider", "workflow", "node", "source", "session")
-SOURCES = ("run", "assistant")  # who made a call: a run's node, or the chat assistant
+SOURCES = ("run", "assistant", "analyse")  # who made a call: a run's node, the chat assistant, a run's analysis
 ASSISTANT = "(assistant)"  # the assistant's calls' workflow and node in reports (not a slug: no workflow has it)

@@ -539,7 +539,7 @@ class InMemoryStore(AgentMemory):
         at = call.at or time.time()
         self._calls.append(
             _Call(
-                "assistant",
+                call.source,
                 None,
                 None,
                 None,
@@ -765,6 +765,8 @@ def _spend_key(by: str, call: _Call) -> str:
         return _known(call.session_id)
     if by in ("workflow", "node") and call.source == "assistant":
         return ASSISTANT
+    if by in ("workflow", "node") and call.source != "run":
+        return f"({call.source})"  # a call without a run belongs to no workflow: "(analyse)"
     if by == "node":
         return f"{_known(call.workflow)}.{_known(call.node_id)}"
     return _known({"model": call.model, "provider": call.provider, "workflow": call.workflow}[by])

@@ -692,17 +692,19 @@ class SQLStore(AgentSQL):
             text(call.error),
             call.at or time.time(),
             text(call.session_id),
+            call.source,
         )
         self.writer.submit(
             lambda conn: conn.execute(
                 "INSERT INTO llm_calls (model, provider, input_tokens, output_tokens, cost_usd, latency_ms, error, at, "
-                "source, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'assistant', ?)",
+                "session_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
 
     def _group(self, by: str) -> str:
-        assistant = f"WHEN source = 'assistant' THEN '{ASSISTANT}'"
+        # A call without a run belongs to no workflow: "(assistant)", "(analyse)".
+        assistant = f"WHEN source = 'assistant' THEN '{ASSISTANT}' WHEN source <> 'run' THEN '(' || source || ')'"
         return {
             "day": self.LOCAL_DATE.format(column="at"),
             "model": "COALESCE(model, '?')",

@@ -30,6 +30,7 @@ from agentflow.trust.capabilities import Capabilities
 from agentflow.trust.grants import NeedsGrantError
 from agentflow.versions import UnknownVersionError, resolve
 from agentflow.web.models import (
+    AnalyseRequest,
     Decision,
     DeliveryEntry,
     DeploymentEntry,
@@ -41,6 +42,9 @@ from agentflow.web.models import (
     GrantRequest,
     HookSecretEntry,
     PendingApproval,
+    ReplayedRun,
+    ReplayRequest,
+    RunAnalysis,
     RunDetail,
     RunSummary,
     SandboxStatus,
@@ -209,6 +213,26 @@ async def get_version(name: str, version: str, flow: Flow) -> WorkflowDetail:
     return WorkflowDetail.of(stored, await asyncio.to_thread(flow.review, stored))
 
 
+@router.get(
+    "/workflows/{name}/variants",
+    summary="How each node's variants compare over recent runs: failures, latency, cost, significance",
+)
+async def workflow_variants(
+    name: str,
+    flow: Flow,
+    node: str | None = None,
+    last: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> dict[str, Any]:
+    from agentflow.variant_runs import VariantsError, node_variants
+
+    _workflow_or_404(flow, name)
+    try:
+        nodes = await asyncio.to_thread(node_variants, flow.store, name, node=node, last=last)
+    except VariantsError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return {"workflow": name, "nodes": [found.to_dict() for found in nodes]}
+
+
 # -- runs -----------------------------------------------------------------------------
 
 
@@ -297,6 +321,42 @@ async def cancel_run(run: FoundRun, flow: Flow) -> RunDetail:
 async def rerun(run: FoundRun, flow: Flow) -> RunSummary:
     stored = _workflow_or_404(flow, run.workflow, run.version)
     return RunSummary.of(await submit_run(flow, stored, run.inputs, "rerun"))
+
+
+@router.post("/runs/{run_id}/analyse", summary="Ask a model why a run failed or was slow (docs/analyse.md)")
+async def analyse(run: FoundRun, flow: Flow, body: AnalyseRequest | None = None) -> RunAnalysis:
+    from agentflow.analyse import AnalyseError, NoModelError, analyse_run
+
+    try:
+        analysis = await analyse_run(flow, run, model=body.model if body else None)
+    except NoModelError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except AnalyseError as exc:
+        raise HTTPException(502, str(exc)) from None  # the model is upstream of us
+    return RunAnalysis.model_validate(analysis.to_dict())
+
+
+@router.post(
+    "/runs/{run_id}/replay",
+    status_code=202,
+    summary="Start a new run from the state before a node of this run, reusing every result upstream of it",
+    responses={409: {"description": "the run is still running"}, 422: {"description": "a bad node or edit"}},
+)
+async def replay_run(run: FoundRun, body: ReplayRequest, flow: Flow) -> ReplayedRun:
+    from agentflow.replay import ReplayConflict, ReplayError, replay
+
+    try:
+        new, fork = await replay(flow, run, body.from_node, body.set)
+    except ReplayConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ReplayError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return ReplayedRun(
+        **run_summary(new, None),
+        replay_of={"run_id": run.id, "node_id": fork.node_id},
+        reused=fork.reused.to_dict(),
+        message=fork.reused.line(fork.node_id),
+    )
 
 
 # -- live streams (server-sent events) ----------------------------------------------------

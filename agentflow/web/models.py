@@ -41,6 +41,41 @@ class Decision(_Body):
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
 
 
+class AnalyseRequest(_Body):
+    model: str | None = Field(
+        default=None, min_length=1, description="the model to ask; default AGENTFLOW_ANALYSE_MODEL, else the chat's"
+    )
+
+
+class SpanPointer(BaseModel):
+    node_id: str
+    event: str = Field(description="the event type it points at: node_finished, llm_call, tool_call, ...")
+    why: str
+
+
+class RunAnalysis(BaseModel):
+    """A model's reading of a run's trace (docs/analyse.md)."""
+
+    run_id: str
+    model: str
+    summary: str
+    root_cause: str
+    spans: list[SpanPointer]
+    suggestions: list[str]
+    tokens: int
+    cost_usd: float = Field(description="what the analysis cost, in the ledger as source 'analyse'")
+
+
+class ReplayRequest(_Body):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_node: str = Field(alias="from", description="the node the new run starts at (docs/replay.md)")
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="edits of the forked state: {'inputs.NAME': value} or {'NODE' | 'NODE.field': value} for a node "
+        "upstream of `from`",
+    )
+
+
 # -- responses ------------------------------------------------------------------------
 
 
@@ -164,6 +199,20 @@ class RunSummary(BaseModel):
     @classmethod
     def of(cls, run: RunRecord) -> RunSummary:
         return cls(**run_summary(run, None))
+
+
+class ReusedWork(BaseModel):
+    nodes: list[str] = Field(description="the nodes whose results the replay took from its source")
+    calls: int = Field(description="model calls not made again")
+    tool_calls: int
+    tokens: int
+    cost_usd: float
+
+
+class ReplayedRun(RunSummary):
+    replay_of: dict[str, str] = Field(description="{run_id, node_id}: the run replayed and the node it starts at")
+    reused: ReusedWork
+    message: str = Field(description="replayed from NODE: reused N node results (... not spent again)")
 
 
 class RunDetail(RunSummary):

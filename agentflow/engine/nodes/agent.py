@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.events import ToolCalled
 from agentflow.engine.nodes.base import Outcome, clipped, llm_hooks, models_for, sampling
-from agentflow.engine.nodes.llm import as_text
-from agentflow.spec.expressions import render
+from agentflow.prompts.resolve import resolve
 from agentflow.spec.models import AgentNode, object_schema
 
 if TYPE_CHECKING:
@@ -47,8 +46,10 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
                 )
             )
 
-    instructions = as_text(render(node.instructions, scope))
-    task = as_text(render(node.input, scope)) if node.input else "Carry out the instructions."
+    # `prompts:/` fields come from MLflow's prompt registry (agentflow/prompts/resolve.py).
+    resolved = await resolve(ctx, {"instructions": node.instructions, "input": node.input or None}, scope)
+    instructions = resolved.texts["instructions"]
+    task = resolved.texts.get("input", "Carry out the instructions.")
     memory = memory_of(node, ctx)
     if memory is not None and memory.recall is not None:
         recalled = await recall_block(ctx, node_id, memory.recall, scope, default_query=task)
@@ -66,7 +67,7 @@ async def execute(node: AgentNode, scope: dict[str, Any], ctx: RunContext, node_
         output_schema=object_schema(node.output) if node.output else None,
         timeout=None,
         **sampling(node, ctx),
-        **llm_hooks(ctx, node_id),
+        **llm_hooks(ctx, node_id, prompt_ref=resolved.prompt_ref),
     )
     value = result.data if node.output else result.text
     if memory is not None and memory.save is not None:

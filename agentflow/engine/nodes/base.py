@@ -99,8 +99,12 @@ def models_for(node: LLMNode | AgentNode, ctx: RunContext) -> list[str]:
     return [chosen] if isinstance(chosen, str) else list(chosen)
 
 
-def llm_hooks(ctx: RunContext, node_id: str) -> dict[str, Any]:
-    """`before_call`/`on_call` callbacks: budget checks and an event for every provider call."""
+def llm_hooks(ctx: RunContext, node_id: str, *, prompt_ref: str | None = None) -> dict[str, Any]:
+    """`before_call`/`on_call` callbacks: budget checks and an event for every provider call (with the
+    registry prompt it used and the node's variant)."""
+    from agentflow.engine.variant_draw import chosen
+
+    variant = chosen(ctx.workflow, ctx.run_id, node_id, ctx.variants)
 
     def on_call(record: CallRecord) -> None:
         ctx.meter.spend(record.input_tokens + record.output_tokens, record.cost_usd)
@@ -118,6 +122,8 @@ def llm_hooks(ctx: RunContext, node_id: str) -> dict[str, Any]:
                 prompt=ctx.redact(transcript(record.messages)),
                 reply=ctx.redact(clipped(record.reply)) if record.reply is not None else None,
                 at=time.time(),
+                prompt_ref=prompt_ref,
+                variant=variant.name if variant is not None else None,
             )
         )
 

@@ -5,24 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.nodes.base import Outcome, llm_hooks, models_for, sampling
-from agentflow.spec.expressions import render
+from agentflow.prompts.resolve import resolve
 from agentflow.spec.models import LLMNode, object_schema
 
 if TYPE_CHECKING:
     from agentflow.engine.context import RunContext
 
 
-def as_text(value: Any) -> str:
-    return "" if value is None else value if isinstance(value, str) else str(value)
-
-
 async def execute(node: LLMNode, scope: dict[str, Any], ctx: RunContext, node_id: str) -> Outcome:
     from agentflow.engine.memory import memory_of, recall_block, save_after
 
+    # `prompts:/` fields come from MLflow's prompt registry (agentflow/prompts/resolve.py).
+    resolved = await resolve(ctx, {"prompt": node.prompt, "system": node.system or None}, scope)
     messages = []
-    if node.system:
-        messages.append({"role": "system", "content": as_text(render(node.system, scope))})
-    prompt = as_text(render(node.prompt, scope))
+    if "system" in resolved.texts:
+        messages.append({"role": "system", "content": resolved.texts["system"]})
+    prompt = resolved.texts["prompt"]
     memory = memory_of(node, ctx)
     if memory is not None and memory.recall is not None:
         recalled = await recall_block(ctx, node_id, memory.recall, scope, default_query=prompt)
@@ -35,7 +33,7 @@ async def execute(node: LLMNode, scope: dict[str, Any], ctx: RunContext, node_id
         messages=messages,
         output_schema=object_schema(node.output) if node.output else None,
         **sampling(node, ctx),
-        **llm_hooks(ctx, node_id),
+        **llm_hooks(ctx, node_id, prompt_ref=resolved.prompt_ref),
     )
     value = result.data if node.output else result.text
     if memory is not None and memory.save is not None:

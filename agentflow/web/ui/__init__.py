@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from agentflow.web.ui import agents, chat, costs, memory, mlflow, overview, runs, settings, tools, workflows
+from agentflow.web.ui import agents, chat, costs, evaluate, memory, mlflow, overview, runs, settings, tools, workflows
 from agentflow.web.ui.chat import Updates
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ def build_ui(state: AppState) -> gr.Blocks:
                 costs_view = costs.build(state)
             with gr.Tab("Memory", id="memory") as memory_tab:
                 memory_view = memory.build(state)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluate_view = evaluate.build(state)
             with gr.Tab("Agents", id="agents") as agents_tab:
                 agents_view = agents.build(state)
             with gr.Tab("Tools", id="tools") as tools_tab:
@@ -114,13 +116,16 @@ def build_ui(state: AppState) -> gr.Blocks:
                 updates.update(tools_view.refresh())
             elif tab == "memory":
                 updates.update(memory_view.refresh())
+            elif tab == "evaluate":
+                updates.update(evaluate_view.refresh())
             elif tab == "agents":
                 updates.update(agents_view.refresh())
             return updates
 
         routed = _unique(
             [tabs, *runs_view.outputs_all, *workflows_view.outputs, *overview_view.outputs, *costs_view.outputs,
-             *settings_view.outputs, *tools_view.outputs, *memory_view.outputs, *agents_view.outputs]
+             *settings_view.outputs, *tools_view.outputs, *memory_view.outputs, *agents_view.outputs,
+             *evaluate_view.outputs]
         )  # fmt: skip
         live = [runs_view.table, *runs_view.detail]
         watched = [runs_view.status_filter, runs_view.selected]
@@ -155,6 +160,7 @@ def build_ui(state: AppState) -> gr.Blocks:
         on_open(costs_tab, costs_view.refresh, inputs=costs_view.window, outputs=costs_view.outputs)
         on_open(tools_tab, tools_view.refresh, outputs=tools_view.outputs)
         on_open(memory_tab, memory_view.refresh, outputs=memory_view.outputs)
+        on_open(evaluate_tab, evaluate_view.refresh, outputs=evaluate_view.outputs)
         on_open(agents_tab, agents_view.refresh, outputs=agents_view.outputs)
         on_open(mlflow_tab)
         on_open(settings_tab, settings_view.refresh, outputs=settings_view.outputs)
@@ -181,6 +187,7 @@ CSS = """
 LABELS = {
     "chat": "Chat", "overview": "Overview", "workflows": "Workflows", "runs": "Runs", "costs": "Costs",
     "memory": "Memory", "agents": "Agents", "tools": "Tools", "mlflow": "MLflow", "settings": "Settings",
+    "evaluate": "Evaluate",
 }  # fmt: skip
 TABS = tuple(LABELS)
 

@@ -49,6 +49,10 @@ def _llm_call(event: dict[str, Any]) -> str:
         f"{event.get('output_tokens', 0)} out ({tokens} tokens) · {money(event.get('cost_usd') or 0.0)} · "
         f"{event.get('latency_ms', 0):.0f} ms"
     )
+    if event.get("prompt_ref"):
+        summary += f' · prompt <span class="console-prompt-ref">{escape(str(event["prompt_ref"]))}</span>'
+    if event.get("variant"):
+        summary += f" · variant {escape(str(event['variant']))}"
     if event.get("error"):
         summary += f' · <span class="console-error">{escape(str(event["error"]))}</span>'
     prompt = event.get("prompt")
@@ -114,6 +118,8 @@ class _Execution:
         status = self.finished["status"] if self.finished else ("interrupted" if stopped else "running")
         name = event["node_id"] + (f"[{event['item_index']}]" if event.get("item_index") is not None else "")
         facts = [escape(str(event.get("node_type", "")))]
+        if event.get("variant"):
+            facts.append(f"variant {escape(str(event['variant']))}")
         if event.get("attempt", 1) > 1:
             facts.append(f"retry: attempt {event['attempt']}")
         if event.get("iteration"):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 WINDOWS = {"Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": 0}
 DEFAULT_WINDOW = "Last 30 days"
-COLORS = {"runs": "#2563eb", "assistant": "#f59e0b"}
+COLORS = {"runs": "#2563eb", "assistant": "#f59e0b", "analyses": "#10b981"}
 USD_AXIS = "$,.4~f"  # d3 formats: $0.0015, $12.5
 TOKEN_AXIS = "~s"  # 1.2k, 3M
 NO_CALLS_YET = (

@@ -120,7 +120,7 @@ def events_frame(events: list[dict[str, Any]], *, limit: int = 500) -> pd.DataFr
 
 # -- spend ----------------------------------------------------------------------------------
 
-SOURCES = {"run": "runs", "assistant": "assistant"}  # the ledger's sources, as charts name them
+SOURCES = {"run": "runs", "assistant": "assistant", "analyse": "analyses"}  # the ledger's sources, as charts name them
 LEDGER_COLUMNS = ["calls", "tokens in", "tokens out", "cost_usd"]
 
 

@@ -29,7 +29,8 @@ from agentflow.engine.feed import Subscription
 from agentflow.observability.profile import profile
 from agentflow.store.base import RunRecord, TraceState
 from agentflow.web.mlflow_mount import PREFIX as MLFLOW_PREFIX
-from agentflow.web.ui import console, queries
+from agentflow.web.ui import analyse, console, queries
+from agentflow.web.ui import replay as time_travel
 from agentflow.web.ui.chat import Updates, engine_of, person_of
 from agentflow.web.ui.timeline import bars, svg
 from agentflow.web.ui.workflow_views import address, run_address
@@ -192,6 +193,9 @@ class RunsTab:
         lines = [f"### Run `{run.id}` — {run.status}", " · ".join(parts), f"Link to this run: [{share}]({share})"]
         if run.cancel_requested and run.status == "running":
             lines.append("_Cancel requested; stopping at the next step._")
+        replayed = (run.overrides or {}).get("replay")
+        if replayed:
+            lines.append(_replay_line(replayed))
         if run.error:
             lines.append(f"**Error:** {run.error}")
         return "\n\n".join(lines)
@@ -323,6 +327,15 @@ class RunsTab:
         }
 
 
+def _replay_line(replayed: dict[str, Any]) -> str:
+    """A replay's heading line: the run and node it forked from, and what it took from there."""
+    from agentflow.replay import Reused
+
+    source = str(replayed.get("run_id", ""))
+    reuse = Reused.from_dict(replayed.get("reused")).line(str(replayed.get("node_id", "")))
+    return f"**Replay** of run [`{source[:12]}`]({run_address(source)}): {reuse}."
+
+
 def _trace_line(run: RunRecord, trace: TraceState | None) -> str:
     if run.status not in TERMINAL_STATUSES:
         return "<p><b>Trace:</b> written to MLflow when the run finishes.</p>"
@@ -362,6 +375,8 @@ def build(state: AppState) -> RunsTab:
         cancel = gr.Button("Cancel run", interactive=False, scale=1, elem_id="run-cancel")
         rerun = gr.Button("Re-run", interactive=False, scale=1, elem_id="run-rerun")
     result = gr.Markdown(elem_id="run-action")
+    analyse.build(state, selected)  # the Analyse button and its answer (agentflow/web/ui/analyse.py)
+    panel = time_travel.build()
     with gr.Tabs():
         with gr.Tab("Console"):
             console_html = gr.HTML("", elem_id="run-console")
@@ -390,4 +405,5 @@ def build(state: AppState) -> RunsTab:
     rerun.click(
         tab.do_rerun, inputs=[selected, status_filter], outputs=[selected, result, table, *tab.detail], **private
     ).then(None, js=SHOW_RUN_JS, **private)
+    panel.wire(tab)
     return tab

@@ -28,6 +28,7 @@ from agentflow.triggers.deployments import DeployError, DeployResult
 from agentflow.trust.grants import NeedsGrantError
 from agentflow.web.ui import workflow_views as views
 from agentflow.web.ui.chat import ChatTab, Updates, chat_messages, engine_of, person_of
+from agentflow.web.ui.variants import variants_html
 
 if TYPE_CHECKING:
     from agentflow.web.server import AppState
@@ -157,7 +158,7 @@ class WorkflowsTab:
             ),
             self.grant: views.grant_text(flow, stored, by_hash),
             self.runs: views.runs_html(flow, name, stored, by_hash),
-            self.profile: views.profile_html(flow, name),
+            self.profile: views.profile_html(flow, name) + variants_html(flow, name),
             self.open: gr.update(interactive=True),
             self.result: "",
             **self._deployment(stored),

@@ -1,0 +1,1 @@
+"""Prompts kept in MLflow's prompt registry: references (`prompts:/NAME@ALIAS`), loading, pushing."""
