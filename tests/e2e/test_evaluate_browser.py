@@ -70,7 +70,7 @@ def test_an_evaluation_runs_from_the_tab_and_is_listed_with_the_past_ones(
         expect(summary).to_contain_text("exact_match 0.67")
         expect(page.get_by_text("Past evaluations (MLflow)")).to_be_visible()
         expect(page.locator("table").filter(has_text="MLflow run").last).to_contain_text("67%")
-        shot(page, "60-evaluate")
+        shot(page, "75-evaluate")
 
         page.locator("#eval-data .cm-content").fill('{"inputs": {"land": "Peru"}, "expected": "Lima"}')
         page.locator("#eval-run").click()

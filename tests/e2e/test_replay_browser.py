@@ -45,7 +45,7 @@ def test_replay_from_here_and_compare_with_the_source(
         page.locator("#replay-node input").click()
         page.get_by_role("option", name="c", exact=True).click()
         page.locator("#replay-edits textarea").fill("b.title=Edited in the browser")
-        shot(page, "60-replay-from-here")
+        shot(page, "70-replay-from-here")
         page.locator("#replay-start").click()
 
         action = page.locator("#run-action")
@@ -55,7 +55,7 @@ def test_replay_from_here_and_compare_with_the_source(
         expect(detail).to_contain_text("succeeded")  # the new run, open in the console, ran to its end
         assert prompts(fake_llm.requests[before:]) == ["C titled Edited in the browser, calm", "D from C-out"]
         expect(page.locator("#run-console")).to_contain_text("C titled Edited in the browser")
-        shot(page, "61-replay-opened")
+        shot(page, "71-replay-opened")
 
         other = page.locator("#diff-other input")
         other.fill(source)
@@ -70,4 +70,4 @@ def test_replay_from_here_and_compare_with_the_source(
         expect(diff.locator("tr", has_text="a (b only)")).to_contain_text('= "A-out"')
         expect(diff.locator("tr", has_text="a (b only)")).not_to_have_class("diff-changed")
         diff.scroll_into_view_if_needed()
-        shot(page, "62-run-diff")
+        shot(page, "72-run-diff")
