@@ -170,7 +170,7 @@ _EVENT_NOT_EXTRA = frozenset(
     | {"workflow", "version", "resumed", "status", "approved", "limit", "allowed", "used", "error", "input_tokens"}
     | {"output_tokens", "tokens", "cost_usd", "tool", "model", "latency_ms", "message", "comment", "output", "outputs"}
     | {"prompt", "reply", "arguments", "result"}  # the run console shows these in full
-    | {"pinned"}  # said as "pinned" when true
+    | {"pinned", "reused_from"}  # said in words when set
 )
 
 
@@ -204,6 +204,8 @@ def _event_details(event: dict[str, Any]) -> list[str]:
         parts.append(str(event["status"]))
     if event.get("pinned"):
         parts.append("pinned (given with the run, not executed)")
+    if event.get("reused_from"):
+        parts.append(f"reused from run {str(event['reused_from'])[:12]} (not executed again)")
     if "approved" in event:
         parts.append("approved" if event["approved"] else "rejected")
     if event.get("limit"):

@@ -291,9 +291,10 @@ def _node_diffs(
     version_a: WorkflowVersion | None,
     version_b: WorkflowVersion | None,
 ) -> tuple[NodeDiff, ...]:
-    rows_a = {row["id"]: row for row in node_table(store.node_runs(run_a.id))}
-    rows_b = {row["id"]: row for row in node_table(store.node_runs(run_b.id))}
-    outputs_a, outputs_b = _outputs(store.events(run_a.id)), _outputs(store.events(run_b.id))
+    events_a, events_b = store.events(run_a.id), store.events(run_b.id)
+    rows_a = {**_reused_rows(events_a), **{row["id"]: row for row in node_table(store.node_runs(run_a.id))}}
+    rows_b = {**_reused_rows(events_b), **{row["id"]: row for row in node_table(store.node_runs(run_b.id))}}
+    outputs_a, outputs_b = _outputs(events_a), _outputs(events_b)
     order = dict.fromkeys([*_spec_order(version_a), *_spec_order(version_b), *rows_a, *rows_b])
     diffs = []
     for node_id in order:
@@ -317,6 +318,24 @@ def _node_diffs(
             )
         )
     return tuple(diffs)
+
+
+def _reused_rows(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A replay's reused results as rows of status `reused`: present, but nothing ran, spent or took time."""
+    return {
+        event["node_id"]: {
+            "id": event["node_id"],
+            "type": event.get("node_type"),
+            "status": "reused" if event.get("status") == "succeeded" else event.get("status"),
+            "attempts": 0,
+            "latency_ms": 0.0,
+            "tokens": 0,
+            "cost_usd": 0.0,
+            "error": None,
+        }
+        for event in events
+        if event.get("type") == "node_finished" and event.get("reused_from")
+    }
 
 
 def _ran(row: dict[str, Any] | None) -> bool:

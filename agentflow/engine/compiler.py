@@ -91,7 +91,8 @@ def _iteration(ctx: RunContext, state: RunState, node_id: str) -> int:
     return sum(counts.get(loop, 0) for loop, body in ctx.graph.loop_bodies.items() if node_id in body)
 
 
-def _short(value: Any) -> Any:
+def short_output(value: Any) -> Any:
+    """A node's output as events carry it: texts cut at MAX_EVENT_OUTPUT characters."""
     text = value if isinstance(value, str) else None
     if text is not None and len(text) > MAX_EVENT_OUTPUT:
         return text[:MAX_EVENT_OUTPUT] + "…"
@@ -175,7 +176,7 @@ async def execute_node(
                     tokens=outcome.tokens,
                     cost_usd=outcome.cost_usd,
                     model=outcome.model,
-                    output=_short(outcome.value),
+                    output=short_output(outcome.value),
                     variant=variant_name,
                 )
             )

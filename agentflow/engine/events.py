@@ -81,6 +81,8 @@ class NodeFinished(RunEvent):
     error: str | None = None
     pinned: bool = False
     """The output was given with the run (`overrides["pinned"]`, agentflow/engine/pins.py): nothing executed."""
+    reused_from: str | None = None
+    """A replay took this result from the run it replays (agentflow/replay.py): nothing executed again."""
     variant: str | None = None
     """The node's variant this execution used; None for a node without variants."""
 

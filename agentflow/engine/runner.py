@@ -10,12 +10,19 @@ from typing import Any
 from langgraph.types import Command
 
 from agentflow.engine.budget import BudgetExceededError, Meter
-from agentflow.engine.compiler import ApprovalRejectedError, NodeFailedError, compile_workflow, initial_state
+from agentflow.engine.compiler import (
+    ApprovalRejectedError,
+    NodeFailedError,
+    compile_workflow,
+    initial_state,
+    short_output,
+)
 from agentflow.engine.context import RunContext, Services
 from agentflow.engine.events import (
     ApprovalRequested,
     BudgetExceeded,
     EventBus,
+    NodeFinished,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -144,6 +151,8 @@ class Engine:
                 replay_of=_replay_of(run),
             )
         )
+        if fresh and _replay_of(run):
+            self._record_reused(ctx, compiled, run, graph_input)
         started = time.monotonic()
         remaining = None if meter.wall is None else max(meter.wall - run.active_s, 0.0)
         status: RunStatus = "succeeded"
@@ -208,6 +217,25 @@ class Engine:
         self.saver.evict(run.id)
         await self.store.flush()
         return status
+
+    def _record_reused(self, ctx: RunContext, compiled: Compiled, run: RunRecord, state: dict[str, Any]) -> None:
+        """A replay's console, diff and trace show the results it starts with as nodes reused from its source."""
+        source = run.overrides["replay"]["run_id"]  # type: ignore[index]
+        results, statuses = state.get("results", {}), state.get("status", {})
+        for node_id in compiled.graph.order:
+            status = statuses.get(node_id)
+            if status not in ("done", "skipped"):
+                continue
+            self.bus.emit(
+                NodeFinished(
+                    run_id=run.id,
+                    node_id=node_id,
+                    node_type=compiled.workflow.spec.nodes[node_id].type,
+                    status="succeeded" if status == "done" else "skipped",
+                    output=ctx.redact(short_output(results.get(node_id))) if status == "done" else None,
+                    reused_from=source,
+                )
+            )
 
 
 def _start_state(compiled: Compiled, run: RunRecord) -> Any:

@@ -263,7 +263,7 @@ def _node_span(event: dict[str, Any], start: float, end: float, clean: _Cleaner)
     }
     if item_index is not None:
         attributes["agentflow.item_index"] = item_index
-    for name in ("tokens", "cost_usd", "model", "variant"):
+    for name in ("tokens", "cost_usd", "model", "variant", "pinned", "reused_from"):
         if event.get(name):
             attributes[f"agentflow.{name}"] = event[name]
     return SpanRecord(

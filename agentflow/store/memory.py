@@ -665,7 +665,7 @@ class InMemoryStore(AgentMemory):
         """Apply one engine event: what each kind does to runs, node runs, the ledger and approvals."""
         self._events.append((event.run_id, json.loads(dumps(event.to_dict()))))
         run = self._runs.get(event.run_id)
-        if isinstance(event, ev.NodeFinished):
+        if isinstance(event, ev.NodeFinished) and event.reused_from is None:  # a replay's reused result ran elsewhere
             same = {name: getattr(event, name) for name in NodeRunRecord.__slots__ if hasattr(event, name)}
             self._node_runs.append(NodeRunRecord(**{**same, "finished_at": event.at, "error": text(event.error)}))
             # Steps count node executions, as the step budget does; a map's own fan-in is not one.

@@ -901,7 +901,7 @@ def _apply(conn: Conn, event: ev.RunEvent, payload: str) -> None:
         "INSERT INTO events (run_id, type, at, payload) VALUES (?, ?, ?, ?)",
         (event.run_id, event.type, event.at, payload),
     )
-    if isinstance(event, ev.NodeFinished):
+    if isinstance(event, ev.NodeFinished) and event.reused_from is None:  # a replay's reused result ran elsewhere
         conn.execute(
             "INSERT INTO node_runs (run_id, node_id, node_type, status, attempt, iteration, item_index, started_at, "
             "finished_at, latency_ms, model, tokens, cost_usd, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -17,6 +17,7 @@ from agentflow.cli import main
 from agentflow.client import AgentFlowClient, ConflictError, InvalidRequestError, NotFoundError
 from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.replay import ReplayConflict, ReplayError, Reused, parse_sets, replay
+from agentflow.runs_diff import diff_runs
 from agentflow.runtime import AgentFlow
 from agentflow.store.base import RunRecord
 from tests.fakes.openai_server import Error, FakeLLM, Json, Reply, Text
@@ -94,7 +95,21 @@ async def test_a_replay_from_the_third_node_makes_only_the_calls_of_the_third_an
         fork.reused.line("c")
         == "replayed from c: reused 2 node results (2 model calls, 30 tokens, $0.00004 not spent again)"
     )
-    assert [node.node_id for node in flow.store.node_runs(done.id)] == ["c", "d"]
+    assert [node.node_id for node in flow.store.node_runs(done.id)] == ["c", "d"]  # what ran here
+    reused = [event for event in flow.store.events(done.id) if event.get("reused_from")]
+    assert [(event["node_id"], event["status"], event["reused_from"]) for event in reused] == [
+        ("a", "succeeded", source.id),
+        ("b", "succeeded", source.id),
+    ]
+    assert reused[1]["output"]["title"] == "Edited title"  # the console and the diff see what the replay used
+    diff = {node.id: node for node in diff_runs(flow.store, source, done).nodes}
+    assert [(diff[node].presence, diff[node].status.b) for node in "abcd"] == [
+        ("both", "reused"),
+        ("both", "reused"),
+        ("both", "succeeded"),
+        ("both", "succeeded"),
+    ]
+    assert (diff["a"].output.state, diff["b"].output.state) == ("equal", "changed")
     started = [event for event in flow.store.events(done.id) if event["type"] == "run_started"]
     assert started[0]["replay_of"] == {"run_id": source.id, "node_id": "c", "reused": fork.reused.to_dict()}
     assert done.overrides is not None and done.overrides["replay"]["state"]["results"]["b"]["title"] == "Edited title"

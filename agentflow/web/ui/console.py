@@ -120,6 +120,10 @@ class _Execution:
         facts = [escape(str(event.get("node_type", "")))]
         if event.get("variant"):
             facts.append(f"variant {escape(str(event['variant']))}")
+        if event.get("pinned"):
+            facts.append("pinned: given with the run, not executed")
+        if event.get("reused_from"):
+            facts.append(f"reused from run {escape(str(event['reused_from'])[:12])}, not executed again")
         if event.get("attempt", 1) > 1:
             facts.append(f"retry: attempt {event['attempt']}")
         if event.get("iteration"):
