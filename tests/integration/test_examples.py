@@ -64,6 +64,7 @@ NEEDS_A_MODEL = {
     "news-digest.yaml",
     "local-ollama.yaml",
     "remember-facts.yaml",
+    "ab-variants.yaml",
 }
 NEEDS_AN_AGENT = {"remote-agent.yaml"}  # validated here; tests/integration/test_remote_node.py runs remote nodes
 
@@ -613,3 +614,28 @@ def test_remember_facts_recalls_in_the_next_run_what_the_first_taught_it(cli: CL
         "The door code is 4312.",
         "The plumber comes on Thursday.",
     ]
+
+
+def test_ab_variants_records_each_runs_variant_and_compares_them(cli: CLI, fake_llm: FakeLLM) -> None:
+    prompts = {
+        "terse": "Queue (billing, bug or other) for: I was charged twice. One word.",
+        "reasoned": "A customer wrote:\n\nI was charged twice\n\nWhich queue",
+    }
+    used = []
+    for _ in range(3):
+        fake_llm.enqueue(Text("billing"))
+        code, result = cli("run", example("ab-variants.yaml"), "-i", "ticket=I was charged twice")
+        assert (code, result["outputs"]) == (0, {"queue": "billing"}), result["error"]
+        _, shown = cli("runs", "show", result["run_id"], "--events")
+        [started] = [event for event in shown["events"] if event["type"] == "node_started"][:1]
+        used.append(started["variant"])
+        sent = fake_llm.requests[-1]["messages"][-1]["content"]
+        assert sent.startswith(prompts[started["variant"]])  # the variant's own prompt went to the model
+
+    code, report = cli("variants", "ab-variants", "--node", "classify")
+    assert code == 0
+    [node] = report["nodes"]
+    assert node["weights"] == {"terse": 70, "reasoned": 30} and node["runs"] == 3
+    assert {stats["variant"]: stats["n"] for stats in node["variants"]} == {
+        name: used.count(name) for name in set(used)
+    }
