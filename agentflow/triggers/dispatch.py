@@ -47,7 +47,7 @@ def refuse(
             workflow=workflow, trigger=trigger, channel=channel, outcome="refused", key=key, detail=f"{status} {reason}"
         )
     )
-    return Refused(status, reason)
+    return Refused(status, reason, logged=True)
 
 
 async def start(
