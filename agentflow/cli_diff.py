@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentflow.runs_diff import Change, Measure, Pair, RunDiff, RunSide, ValueDiff
+    from agentflow.runs_diff import Measure, Pair, RunDiff, RunSide, ValueDiff
 
 COMMANDS = frozenset({"diff"})
 MAX_DIFF_LINES = 12  # per value; --json has them all
@@ -50,7 +50,7 @@ def render(diff: RunDiff) -> str:
         lines.append(f"version: {diff.a.label} → {diff.b.label} (the {what} differs)")
         lines.extend("  " + line for line in (diff.source_diff or "").splitlines())
     lines.append("inputs:" + ("" if diff.inputs else " the same"))
-    lines.extend("  " + _change(change) for change in diff.inputs)
+    lines.extend("  " + change.line(MAX_VALUE_CHARS) for change in diff.inputs)
     lines.append("nodes:")
     lines.extend("  " + row for row in _node_table(diff))
     changed = [node for node in diff.nodes if node.output.state == "changed"]
@@ -109,25 +109,17 @@ def _value_lines(value: ValueDiff) -> list[str]:
     elif value.text_diff:
         lines = list(value.text_diff)
     else:
-        lines = [_change(change) for change in value.changes]
+        lines = [change.line(MAX_VALUE_CHARS) for change in value.changes]
     if len(lines) > MAX_DIFF_LINES:
         more = len(lines) - MAX_DIFF_LINES
         lines = [*lines[:MAX_DIFF_LINES], f"… {more} more line{'s' if more > 1 else ''} (--json shows all)"]
     return lines
 
 
-def _change(change: Change) -> str:
-    path = change.path or "(the value)"
-    if change.kind == "added":
-        return f"+ {path}: {_json(change.b)}"
-    if change.kind == "removed":
-        return f"- {path}: {_json(change.a)}"
-    return f"~ {path}: {_json(change.a)} → {_json(change.b)}"
-
-
 def _json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+    from agentflow.runs_diff import short_json  # imported when printing: building the CLI's parser stays light
+
+    return short_json(value, MAX_VALUE_CHARS)
 
 
 def _text(value: Any) -> str:

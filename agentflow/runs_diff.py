@@ -13,6 +13,7 @@ counts as absent from that run, as does a node the run's version does not have.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,21 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "a": self.a, "b": self.b}
+
+    def line(self, max_chars: int) -> str:
+        """`+ path: b`, `- path: a` or `~ path: a → b`, each value as JSON cut at `max_chars`."""
+        path = self.path or "(the value)"
+        if self.kind == "added":
+            return f"+ {path}: {short_json(self.b, max_chars)}"
+        if self.kind == "removed":
+            return f"- {path}: {short_json(self.a, max_chars)}"
+        return f"~ {path}: {short_json(self.a, max_chars)} → {short_json(self.b, max_chars)}"
+
+
+def short_json(value: Any, max_chars: int) -> str:
+    """A value as one line of JSON, cut at `max_chars` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow.engine.events import TERMINAL_STATUSES
 from agentflow.progress import node_table
-from agentflow.runs_diff import Change, ValueDiff, compare, node_outputs
+from agentflow.runs_diff import ValueDiff, compare, node_outputs, short_json
 from agentflow.store.base import RunRecord, WorkflowVersion
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def compare_case(expected: dict[str, Any], case: Case) -> list[str]:
     if expected.get("status") != actual["status"]:
         lines.append(f"status: {expected.get('status')} → {actual['status']}")
         if actual.get("error"):
-            lines.append(f"  error now: {_short(actual['error'])}")
+            lines.append(f"  error now: {short_json(actual['error'], MAX_VALUE_CHARS)}")
     before, after = expected.get("nodes") or {}, actual["nodes"]
     for node_id in dict.fromkeys([*before, *after]):
         lines.extend(_node_lines(node_id, before.get(node_id), after.get(node_id)))
@@ -201,22 +201,8 @@ def _node_lines(node_id: str, before: dict[str, Any] | None, after: dict[str, An
 
 def value_lines(diff: ValueDiff) -> list[str]:
     """A changed value as lines: a line diff of two texts, else each change (`~ path: before → after`)."""
-    lines = list(diff.text_diff) or [_change(change) for change in diff.changes]
+    lines = list(diff.text_diff) or [change.line(MAX_VALUE_CHARS) for change in diff.changes]
     if len(lines) > MAX_LINES_PER_VALUE:
         more = len(lines) - MAX_LINES_PER_VALUE
         lines = [*lines[:MAX_LINES_PER_VALUE], f"… {more} more (--json shows the whole result)"]
     return lines
-
-
-def _change(change: Change) -> str:
-    path = change.path or "(the value)"
-    if change.kind == "added":
-        return f"+ {path}: {_short(change.b)}"
-    if change.kind == "removed":
-        return f"- {path}: {_short(change.a)}"
-    return f"~ {path}: {_short(change.a)} → {_short(change.b)}"
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
